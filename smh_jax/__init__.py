@@ -1,0 +1,1 @@
+"""Structured Multi-Hashing (SMH) for JAX/Flax."""
