@@ -7,4 +7,4 @@ and say what is allowed. Library callers get an ordinary `ValueError` subclass.
 
 
 class UserError(ValueError):
-  """Invalid input from a user: config value, file, dataset, option."""
+    """Invalid input from a user: config value, file, dataset, option."""
