@@ -1,0 +1,258 @@
+"""Pools: small sets of trainable variables that generate a long vector of virtual weights.
+
+Each pool is a frozen dataclass (static, hashable: it lives in the layout) with
+  num_variables   trainable count,
+  virtual_size    number of virtual weights it generates,
+  init(rng, std, bounded) -> dict of arrays whose virtual weights have std `std`,
+  virtual(params, dtype) -> 1-D array of virtual_size weights.
+They are pure functions of their parameters: no Flax, no state.
+
+The product pool is SMH itself (paper Eq. 3-4): the virtual weights are the row-major
+entries of A @ B with A (n x M) and B (M x n): one matrix product yields every weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smh_jax.core.options import SMHOptions
+from smh_jax.errors import UserError
+
+Params = dict[str, Any]
+
+
+def _init_entries(rng: jax.Array, shape: tuple[int, ...], std: float, bounded: bool) -> jax.Array:
+    """Zero-mean entries of the given std: uniform when the original init is bounded."""
+    if bounded:
+        limit = math.sqrt(3.0) * std
+        return jax.random.uniform(rng, shape, jnp.float32, -limit, limit)
+    return std * jax.random.normal(rng, shape, jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductPool:
+    """A @ B, A: side x rank, B: rank x side (the paper's structured multi-hash)."""
+
+    side: int
+    rank: int
+    kind: str = "product"
+
+    @property
+    def num_variables(self) -> int:
+        return 2 * self.side * self.rank
+
+    @property
+    def virtual_size(self) -> int:
+        return self.side * self.side
+
+    def init(self, rng: jax.Array, std: float, bounded: bool) -> Params:
+        # Each virtual weight is a sum of `rank` products: var = rank * sigma^4 = std^2.
+        sigma = math.sqrt(std) * self.rank ** -0.25
+        rng_a, rng_b = jax.random.split(rng)
+        return {"a": _init_entries(rng_a, (self.side, self.rank), sigma, bounded),
+                "b": _init_entries(rng_b, (self.rank, self.side), sigma, bounded)}
+
+    def matrix(self, params: Params, dtype) -> jax.Array:
+        a, b = params["a"].astype(dtype), params["b"].astype(dtype)
+        return jnp.dot(a, b, preferred_element_type=dtype)
+
+    def virtual(self, params: Params, dtype) -> jax.Array:
+        return self.matrix(params, dtype).reshape(-1)
+
+    def virtual_range(self, params: Params, start: int, stop: int, dtype) -> jax.Array:
+        """Virtual weights [start, stop) computed from only the rows of A they need."""
+        first_row, last_row = start // self.side, -(-stop // self.side)
+        rows = jnp.dot(params["a"][first_row:last_row].astype(dtype), params["b"].astype(dtype),
+                       preferred_element_type=dtype).reshape(-1)
+        offset = start - first_row * self.side
+        return rows[offset:offset + stop - start]
+
+    def describe(self) -> dict[str, Any]:
+        return {"pool": self.kind, "n": self.side, "M": self.rank}
+
+
+@dataclasses.dataclass(frozen=True)
+class KroneckerPool:
+    """sum_i kron(L_i, R_i), L_i and R_i: side x side; the virtual matrix is side^2 square."""
+
+    side: int
+    replicas: int
+    kind: str = "kronecker"
+
+    @property
+    def num_variables(self) -> int:
+        return 2 * self.replicas * self.side * self.side
+
+    @property
+    def virtual_size(self) -> int:
+        return self.side ** 4
+
+    def init(self, rng: jax.Array, std: float, bounded: bool) -> Params:
+        sigma = math.sqrt(std) * self.replicas ** -0.25
+        rng_l, rng_r = jax.random.split(rng)
+        shape = (self.replicas, self.side, self.side)
+        return {"left": _init_entries(rng_l, shape, sigma, bounded),
+                "right": _init_entries(rng_r, shape, sigma, bounded)}
+
+    def virtual(self, params: Params, dtype) -> jax.Array:
+        left, right = params["left"].astype(dtype), params["right"].astype(dtype)
+        # kron(L, R)[a*s + b, c*s + d] = L[a, c] * R[b, d]; row-major over (a, b, c, d).
+        blocks = jnp.einsum("iac,ibd->abcd", left, right, preferred_element_type=dtype)
+        return blocks.reshape(-1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"pool": self.kind, "side": self.side, "replicas": self.replicas,
+                "n": self.side * self.side}
+
+
+_GOLDEN = 0x9E3779B1
+
+
+def _fmix32(x):
+    """MurmurHash3's 32-bit finalizer; works on numpy and jax uint32 alike."""
+    x = x ^ (x >> 16)
+    x = x * np.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * np.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def hash_seeds(seed: int, num_hashes: int) -> tuple[int, ...]:
+    """One 32-bit seed per hash function, derived from the pool seed."""
+    base = np.arange(num_hashes, dtype=np.uint32) + np.uint32(seed * 7919 % (1 << 32))
+    return tuple(int(s) for s in _fmix32(base * np.uint32(_GOLDEN) + np.uint32(0x68E31DA4)))
+
+
+def hash_indices(weight_index, seed: int, size: int):
+    """Pool index of each weight under one hash: fmix32(i * golden + seed) mod size."""
+    xp = jnp if isinstance(weight_index, jax.Array) else np
+    x = weight_index.astype(xp.uint32) * xp.uint32(_GOLDEN) + xp.uint32(seed)
+    return (_fmix32(x) % xp.uint32(size)).astype(xp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class HashPool:
+    """Unstructured multi-hashing: weight i = sum_k pool[h_k(i)] (HashedNets-like, no signs).
+
+    Indices are recomputed inside the step from integer hashes (no N x K index table in
+    memory); the cost that remains is the gather and its scatter-add gradient, which is
+    the cost the paper's Table 1 compares against.
+    """
+
+    size: int
+    num_hashes: int
+    seed: int
+    num_weights: int
+    kind: str = "hash"
+
+    @property
+    def num_variables(self) -> int:
+        return self.size
+
+    @property
+    def virtual_size(self) -> int:
+        return self.num_weights
+
+    def init(self, rng: jax.Array, std: float, bounded: bool) -> Params:
+        return {"pool": _init_entries(rng, (self.size,), std / math.sqrt(self.num_hashes), bounded)}
+
+    def virtual(self, params: Params, dtype) -> jax.Array:
+        pool = params["pool"].astype(dtype)
+        index = jnp.arange(self.num_weights, dtype=jnp.uint32)
+        total = None
+        for seed in hash_seeds(self.seed, self.num_hashes):
+            term = pool[hash_indices(index, seed, self.size)]
+            total = term if total is None else total + term
+        return total
+
+    def describe(self) -> dict[str, Any]:
+        return {"pool": self.kind, "size": self.size, "K": self.num_hashes}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaPool:
+    """Sub-pools combined elementwise by sum or product over their common virtual length."""
+
+    pools: tuple[Union[ProductPool, KroneckerPool, HashPool], ...]
+    combine: str
+    kind: str = "meta"
+
+    @property
+    def num_variables(self) -> int:
+        return sum(p.num_variables for p in self.pools)
+
+    @property
+    def virtual_size(self) -> int:
+        return min(p.virtual_size for p in self.pools)
+
+    def init(self, rng: jax.Array, std: float, bounded: bool) -> Params:
+        # A sum of k independent terms of std s/sqrt(k) has std s; a product of independent
+        # zero-mean terms of std s^(1/k) has std s.
+        k = len(self.pools)
+        sub_std = std / math.sqrt(k) if self.combine == "sum" else std ** (1.0 / k)
+        rngs = jax.random.split(rng, k)
+        return {str(i): pool.init(rngs[i], sub_std, bounded) for i, pool in enumerate(self.pools)}
+
+    def virtual(self, params: Params, dtype) -> jax.Array:
+        length = self.virtual_size
+        parts = [p.virtual(params[str(i)], dtype)[:length] for i, p in enumerate(self.pools)]
+        out = parts[0]
+        for part in parts[1:]:
+            out = out + part if self.combine == "sum" else out * part
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"pool": self.kind, "combine": self.combine,
+                "sub_pools": [p.describe() for p in self.pools]}
+
+
+Pool = Union[ProductPool, KroneckerPool, HashPool, MetaPool]
+
+
+def _too_small(kind: str, target: float, minimum: int, num_weights: int, unit: str) -> UserError:
+    return UserError(
+        f"smh: a target of {target:.0f} variables ({target / num_weights:.4g} of the "
+        f"{num_weights} hashed weights) is below the smallest {kind} pool, {minimum} variables "
+        f"({unit}); the smallest allowed fraction is {minimum / num_weights:.4g}")
+
+
+def make_pool(kind: str, num_weights: int, target: float, options: SMHOptions) -> Pool:
+    """Sizes the pool of `kind` for `target` trainable variables over N = num_weights.
+
+    Sizes are the smallest that reach the target (the paper's M = ceil(T / 2n)); a target
+    below one unit of the pool (M = 1, one Kronecker replica, ...) is an error that names
+    the smallest allowed fraction.
+    """
+    if kind == "product":
+        side = options.side or math.isqrt(num_weights - 1) + 1  # ceil(sqrt(N))
+        if target < 2 * side:
+            raise _too_small(kind, target, 2 * side, num_weights, f"M = 1 with n = {side}")
+        return ProductPool(side=side, rank=math.ceil(target / (2 * side)))
+    if kind == "kronecker":
+        side = math.ceil(num_weights ** 0.25)
+        while (side - 1) ** 4 >= num_weights:  # guard float rounding of the 4th root
+            side -= 1
+        while side ** 4 < num_weights:
+            side += 1
+        unit = 2 * side * side
+        if target < unit:
+            raise _too_small(kind, target, unit, num_weights, f"one replica of side {side}")
+        return KroneckerPool(side=side, replicas=math.ceil(target / unit))
+    if kind == "hash":
+        size = math.ceil(target)
+        if size < options.num_hashes:
+            raise _too_small(kind, target, options.num_hashes, num_weights,
+                             f"one variable per hash, K = {options.num_hashes}")
+        return HashPool(size=size, num_hashes=options.num_hashes, seed=options.hash_seed,
+                        num_weights=num_weights)
+    if kind == "meta":
+        share = target / len(options.meta_pools)
+        subs = tuple(make_pool(k, num_weights, share, options) for k in options.meta_pools)
+        return MetaPool(pools=subs, combine=options.meta_combine)
+    raise UserError(f"smh.pool: {kind!r} is not one of product, kronecker, hash, meta")
