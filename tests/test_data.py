@@ -1,0 +1,604 @@
+"""Tests for smh_jax.data: array sources, the TFDS source (mocked offline) and errors.
+
+TFDS mocking, checked with tensorflow-datasets 4.9.10: `MockPolicy.USE_CODE` (and AUTO,
+which falls back to it because the pip package ships no metadata) builds the builder
+from code, so `info.splits` is empty and split sizes / slicing / even_splits cannot be
+tested. We therefore write real `dataset_info.json` + `features.json` for cifar10 and
+imagenet2012 into tmp (from the code builders, with made-up split sizes) and mock with
+`policy=MockPolicy.USE_FILES, data_dir=<that dir>`. The default fake generator ignores
+the requested split (every split yields the same examples), so `as_dataset_fn` is
+replaced by `_fake_as_dataset`, which honours the split's file instructions (slices,
+even_splits, file shuffling via ReadConfig.shuffle_seed) and stamps each example's id
+into its pixels. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from smh_jax import data
+from smh_jax.errors import UserError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CIFAR_NPZ = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                         "cifar10_jpeg.npz")
+
+
+def make_cfg(**kw):
+    ml_collections = pytest.importorskip("ml_collections")
+    base = {"name": "tiny", "source": "npz", "path": None, "data_dir": None,
+            "train_split": "train", "eval_split": "test", "image_size": 6,
+            "augment": "cifar", "shuffle_buffer": 64, "cache": False}
+    base.update(kw)
+    return ml_collections.ConfigDict(base)
+
+
+def take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures: tiny datasets in every array format.
+
+N_TRAIN, N_TEST, N_CLASSES = 37, 11, 5
+
+
+def _arrays(seed):
+    rng = np.random.default_rng(seed)
+    images = {s: rng.integers(0, 256, (n, 6, 6, 3), dtype=np.uint8)
+              for s, n in (("train", N_TRAIN), ("test", N_TEST))}
+    labels = {s: rng.integers(0, N_CLASSES, n) for s, n in (("train", N_TRAIN),
+                                                             ("test", N_TEST))}
+    labels["train"][:N_CLASSES] = np.arange(N_CLASSES)  # Every class present.
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def plain_npz(tmp_path_factory):
+    images, labels = _arrays(0)
+    path = tmp_path_factory.mktemp("npz") / "plain.npz"
+    np.savez(path, train_images=images["train"], train_labels=labels["train"],
+             test_images=images["test"], test_labels=labels["test"])
+    return str(path), images, labels
+
+
+@pytest.fixture(scope="module")
+def jpeg_npz(tmp_path_factory):
+    images, labels = _arrays(1)
+    arrays = {}
+    for split in ("train", "test"):
+        blobs = []
+        for img in images[split]:
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=95)
+            blobs.append(buf.getvalue())
+        offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+        arrays[f"{split}_jpeg"] = np.frombuffer(b"".join(blobs), np.uint8)
+        arrays[f"{split}_offsets"] = offsets
+        arrays[f"{split}_labels"] = labels[split].astype(np.int64)
+        # What Pillow decodes for each file on its own: the expected pixels.
+        images[split] = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in blobs])
+    path = tmp_path_factory.mktemp("npz") / "jpeg.npz"
+    np.savez(path, **arrays)
+    return str(path), images, labels
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(2)
+    classes = ["cat", "dog", "emu"]
+    counts = {"train": [5, 4, 3], "test": [2, 1, 2]}
+    expected = {}
+    for split, per_class in counts.items():
+        imgs, labs = [], []
+        for label, (name, count) in enumerate(zip(classes, per_class)):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                img = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+                Image.fromarray(img).save(root / split / name / f"{i:03d}.png")
+                imgs.append(img)
+                labs.append(label)
+        (root / split / "cat" / "notes.txt").write_text("not an image")
+        expected[split] = (np.stack(imgs), np.asarray(labs))
+    return str(root), expected
+
+
+# --------------------------------------------------------------------------------------
+# Array sources.
+
+
+@pytest.mark.parametrize("fmt", ["plain", "jpeg"])
+def test_npz_info_and_pixels(fmt, plain_npz, jpeg_npz):
+    path, images, labels = plain_npz if fmt == "plain" else jpeg_npz
+    cfg = make_cfg(path=path)
+    info = data.get_info(cfg)
+    assert (info.num_train, info.num_eval, info.num_classes) == (N_TRAIN, N_TEST, N_CLASSES)
+    assert info.image_shape == (6, 6, 3) and info.source == "npz"
+    expected_mean = images["train"].reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(info.mean, expected_mean, rtol=1e-6)
+    np.testing.assert_allclose(info.std, images["train"].reshape(-1, 3).std(0), rtol=1e-5)
+    source = data.create_source(cfg)
+    assert source.info == info
+    batches = list(source.eval_iterator(global_batch_size=4))
+    got = np.concatenate([b["image"] for b in batches])[:N_TEST]
+    np.testing.assert_array_equal(got, images["test"])
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:N_TEST],
+                                  labels["test"])
+
+
+def test_npz_split_slicing(plain_npz):
+    path, images, _ = plain_npz
+    source = data.create_source(make_cfg(path=path, train_split="train[:50%]",
+                                         eval_split="train[-5:]"))
+    assert source.info.num_train == round(N_TRAIN / 2) and source.info.num_eval == 5
+    batch = next(iter(source.eval_iterator(global_batch_size=5)))
+    np.testing.assert_array_equal(batch["image"], images["train"][-5:])
+
+
+def test_folder_source(image_folder):
+    root, expected = image_folder
+    cfg = make_cfg(source="folder", name="pets", path=root)
+    info = data.get_info(cfg)
+    assert (info.num_train, info.num_eval, info.num_classes) == (12, 5, 3)
+    source = data.create_source(cfg)
+    batches = list(source.eval_iterator(global_batch_size=2))
+    assert len(batches) == 3 and [b["mask"].sum() for b in batches] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([b["image"] for b in batches])[:5],
+                                  expected["test"][0])
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:5],
+                                  expected["test"][1])
+    batch = next(source.train_iterator(seed=0, global_batch_size=4))
+    assert batch["image"].shape == (4, 6, 6, 3)
+
+
+def test_folder_resizes_to_image_size(image_folder):
+    root, _ = image_folder
+    source = data.create_source(make_cfg(source="folder", path=root, image_size=10))
+    assert source.info.image_shape == (10, 10, 3)
+    assert next(iter(source.eval_iterator(global_batch_size=5)))["image"].shape == \
+        (5, 10, 10, 3)
+
+
+def test_digits_source():
+    cfg = make_cfg(source="digits", name="digits", image_size=8)
+    info = data.get_info(cfg)
+    assert (info.num_train, info.num_eval, info.num_classes) == (1437, 360, 10)
+    assert info.image_shape == (8, 8, 1) and len(info.mean) == 1
+    source = data.create_source(cfg)
+    labels = np.concatenate([b["label"][b["mask"] > 0]
+                             for b in source.eval_iterator(global_batch_size=100)])
+    assert len(labels) == 360 and np.bincount(labels).min() >= 35  # Stratified.
+    images = np.concatenate([b["image"] for b in source.eval_iterator(global_batch_size=360)])
+    assert images.dtype == np.uint8 and images.max() == 255 and images.min() == 0
+    # The split never depends on the training seed: a second source sees the same eval.
+    again = next(iter(data.create_source(cfg).eval_iterator(global_batch_size=360)))
+    np.testing.assert_array_equal(again["image"], images)
+
+
+def test_array_train_determinism_and_resume(plain_npz):
+    path, images, _ = plain_npz
+    source = data.create_source(make_cfg(path=path))
+    steps = source.steps_per_epoch(8)
+    assert steps == N_TRAIN // 8
+    a = take(source.train_iterator(seed=3, global_batch_size=8), 3 * steps + 2)
+    b = take(source.train_iterator(seed=3, global_batch_size=8), 3 * steps + 2)
+    assert_batches_equal(a, b)
+    c = next(source.train_iterator(seed=4, global_batch_size=8))
+    assert not np.array_equal(a[0]["label"], c["label"]) or \
+        not np.array_equal(a[0]["image"], c["image"])
+    # Epoch order is exactly the documented permutation.
+    perm = np.random.default_rng([3, 1]).permutation(N_TRAIN)
+    np.testing.assert_array_equal(a[steps]["image"], images["train"][perm[:8]])
+    assert a[0]["image"].dtype == np.uint8 and a[0]["label"].dtype == np.int32
+    assert a[0]["image"].shape == (8, 6, 6, 3)
+    # Each epoch visits distinct examples.
+    epoch = np.concatenate([x["image"].reshape(8, -1) for x in a[:steps]])
+    assert len(np.unique(epoch, axis=0)) == steps * 8
+    for k in (1, steps - 1, steps, 2 * steps + 1):
+        it = source.train_iterator(seed=3, global_batch_size=8)
+        take(it, k)
+        state = json.loads(json.dumps(it.state()))
+        assert state["step"] == k and state["epoch"] == k // steps and state["seed"] == 3
+        resumed = source.train_iterator(seed=3, global_batch_size=8,
+                                        start_step=state["step"])
+        assert_batches_equal(take(resumed, 3), take(it, 3))
+        it.close()
+        resumed.close()
+
+
+@pytest.mark.parametrize("augment,image_size", [("cifar", 6), ("inception", 5)])
+def test_array_global_batch_independent_of_process_count(plain_npz, augment, image_size):
+    path, _, _ = plain_npz
+    source = data.create_source(make_cfg(path=path, augment=augment, image_size=image_size))
+    one = take(source.train_iterator(seed=7, global_batch_size=6), 8)
+    parts = [take(source.train_iterator(seed=7, global_batch_size=6, process_index=p,
+                                        process_count=2), 8) for p in range(2)]
+    for step, batch in enumerate(one):
+        for key in ("image", "label"):
+            merged = np.concatenate([parts[0][step][key], parts[1][step][key]])
+            np.testing.assert_array_equal(merged, batch[key])
+    assert one[0]["image"].shape == (6, image_size, image_size, 3)
+
+
+@pytest.mark.parametrize("augment,image_size", [("cifar", 6), ("inception", 4)])
+@pytest.mark.parametrize("process_count,batch", [(1, 4), (2, 4), (3, 6), (2, 30)])
+def test_array_eval_exactly_once(plain_npz, process_count, batch, augment, image_size):
+    path, _, labels = plain_npz
+    source = data.create_source(make_cfg(path=path, augment=augment, image_size=image_size))
+    per_process = [list(source.eval_iterator(global_batch_size=batch, process_index=p,
+                                             process_count=process_count))
+                   for p in range(process_count)]
+    counts = {len(b) for b in per_process}
+    assert counts == {source.num_eval_batches(batch, process_count)}
+    seen = []
+    for step in range(counts.pop()):  # Global batch = processes' slices concatenated.
+        for p in range(process_count):
+            b = per_process[p][step]
+            assert b["image"].shape == (batch // process_count, image_size, image_size, 3)
+            assert b["mask"].dtype == np.float32 and set(np.unique(b["mask"])) <= {0.0, 1.0}
+            seen.append(b["label"][b["mask"] > 0])
+            assert not b["image"][b["mask"] == 0].any()
+    np.testing.assert_array_equal(np.concatenate(seen), labels["test"])
+
+
+def test_array_inception_host_augment(plain_npz):
+    path, _, _ = plain_npz
+    cfg = make_cfg(path=path, augment="inception", image_size=9)
+    assert data.get_info(cfg).image_shape == (9, 9, 3)
+    source = data.create_source(cfg)
+    a = take(source.train_iterator(seed=1, global_batch_size=4), 3)
+    b = take(source.train_iterator(seed=1, global_batch_size=4), 3)
+    assert_batches_equal(a, b)
+    assert a[0]["image"].shape == (4, 9, 9, 3) and a[0]["image"].dtype == np.uint8
+
+
+def test_prefetch_thread_stops(plain_npz):
+    path, _, _ = plain_npz
+    source = data.create_source(make_cfg(path=path))
+
+    def started_by(iterator):
+        before = set(threading.enumerate())
+        next(iterator)
+        return [t for t in set(threading.enumerate()) - before
+                if t.name == "smh_data_prefetch"]
+
+    def wait_dead(threads):
+        deadline = time.time() + 5
+        while any(t.is_alive() for t in threads) and time.time() < deadline:
+            time.sleep(0.02)
+        return not any(t.is_alive() for t in threads)
+
+    it = source.train_iterator(seed=0, global_batch_size=4)
+    threads = started_by(it)
+    assert len(threads) == 1 and threads[0].daemon
+    it.close()
+    assert wait_dead(threads)
+    with pytest.raises(StopIteration):
+        next(it)
+    # Dropping an unclosed iterator stops its thread too (it holds no reference back).
+    it = source.train_iterator(seed=0, global_batch_size=4)
+    threads = started_by(it)
+    del it
+    gc.collect()
+    assert wait_dead(threads)
+
+
+def test_array_sources_work_without_tensorflow():
+    code = (
+        "import sys\n"
+        "sys.modules['tensorflow'] = None\n"
+        "sys.modules['tensorflow_datasets'] = None\n"
+        "from smh_jax import data\n"
+        "from smh_jax.errors import UserError\n"
+        "cfg = dict(name='digits', source='digits', image_size=8, augment='cifar')\n"
+        "src = data.create_source(cfg)\n"
+        "it = src.train_iterator(seed=0, global_batch_size=32)\n"
+        "assert next(it)['image'].shape == (32, 8, 8, 1)\n"
+        "it.close()\n"
+        "try:\n"
+        "    data.get_info(dict(name='cifar10', source='tfds', image_size=32))\n"
+        "except UserError as e:\n"
+        "    assert 'tensorflow' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('tfds without tensorflow must raise UserError')\n"
+        "print('ok')\n"
+    )
+    root = os.path.join(os.path.dirname(__file__), "..")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_user_errors(plain_npz, tmp_path):
+    path, _, _ = plain_npz
+    missing = str(tmp_path / "nope.npz")
+    with pytest.raises(UserError, match=re.escape(missing)):
+        data.get_info(make_cfg(path=missing))
+    with pytest.raises(UserError, match="'validation'.*'test', 'train'"):
+        data.get_info(make_cfg(path=path, eval_split="validation"))
+    with pytest.raises(UserError, match="'tarin'"):
+        data.create_source(make_cfg(path=path, train_split="tarin"))
+    with pytest.raises(UserError, match="'webdataset'"):
+        data.get_info(make_cfg(source="webdataset"))
+    with pytest.raises(UserError, match="'autoaugment'"):
+        data.get_info(make_cfg(path=path, augment="autoaugment"))
+    with pytest.raises(UserError, match="image_size=32.*6x6"):
+        data.get_info(make_cfg(path=path, image_size=32))
+    with pytest.raises(UserError, match=re.escape(str(tmp_path / "nodir"))):
+        data.get_info(make_cfg(source="folder", path=str(tmp_path / "nodir")))
+    source = data.create_source(make_cfg(path=path))
+    with pytest.raises(UserError, match="global_batch_size=10.*process_count=3"):
+        source.train_iterator(seed=0, global_batch_size=10, process_count=3)
+    with pytest.raises(UserError, match="global_batch_size=10.*process_count=4"):
+        source.eval_iterator(global_batch_size=10, process_count=4)
+    with pytest.raises(UserError, match="global_batch_size=64.*37"):
+        source.train_iterator(seed=0, global_batch_size=64)
+    with pytest.raises(UserError, match="seed=-1"):
+        source.train_iterator(seed=-1, global_batch_size=4)
+    with pytest.raises(UserError, match="process_index=2"):
+        source.train_iterator(seed=0, global_batch_size=4, process_index=2, process_count=2)
+    assert issubclass(UserError, ValueError)
+
+
+@pytest.mark.skipif(not os.path.exists(CIFAR_NPZ), reason="shared CIFAR-10 npz absent")
+def test_shared_cifar10_npz():
+    cfg = make_cfg(name="cifar10", path=CIFAR_NPZ, image_size=32)
+    info = data.get_info(cfg)
+    assert (info.num_train, info.num_eval, info.num_classes) == (50_000, 10_000, 10)
+    assert info.image_shape == (32, 32, 3)
+    # Decode only 100 images of each split (sliced splits) to keep this fast.
+    source = data.create_source(make_cfg(name="cifar10", path=CIFAR_NPZ, image_size=32,
+                                         train_split="train[:100]", eval_split="test[:100]"))
+    batch = next(iter(source.eval_iterator(global_batch_size=100)))
+    assert batch["image"].shape == (100, 32, 32, 3) and batch["mask"].sum() == 100
+    assert 90 < batch["image"].mean() < 150
+    assert batch["image"].reshape(100, -1).std(axis=1).min() > 1  # No blank decodes.
+    with np.load(CIFAR_NPZ) as npz:
+        np.testing.assert_array_equal(batch["label"], npz["test_labels"][:100])
+
+
+# --------------------------------------------------------------------------------------
+# TFDS source, mocked offline (see the module docstring).
+
+TFDS_SPLITS = {
+    "cifar10": {"train": [50, 50, 50, 50], "test": [25, 25]},
+    "imagenet2012": {"train": [24, 24], "validation": [21]},
+}
+_SPLIT_CODE = {"train": 0, "test": 1, "validation": 2}
+
+
+@pytest.fixture(scope="module")
+def tfds_root(tmp_path_factory):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    root = tmp_path_factory.mktemp("tfds")
+    for name, splits in TFDS_SPLITS.items():
+        builder = tfds.builder(name, data_dir=str(root))
+        infos = [
+            tfds.core.SplitInfo(
+                name=split, shard_lengths=lengths, num_bytes=0,
+                filename_template=tfds.core.ShardedFileTemplate(
+                    data_dir=builder.data_path, dataset_name=builder.name, split=split,
+                    filetype_suffix="tfrecord"))
+            for split, lengths in splits.items()
+        ]
+        builder.info.set_splits(tfds.core.SplitDict(infos))
+        builder.data_path.mkdir(parents=True, exist_ok=True)
+        builder.info.write_to_directory(builder.data_path)
+    return str(root)
+
+
+def _fake_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False,
+                     **kwargs):
+    """Replaces FileReaderBuilder._as_dataset: honours the split's file instructions."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    instructions = list(self.info.splits[split].file_instructions)
+    if shuffle_files:
+        order = np.random.default_rng(read_config.shuffle_seed).permutation(len(instructions))
+        instructions = [instructions[i] for i in order]
+    ids, codes = [], []
+    for fi in instructions:
+        split_name, shard = re.search(r"-(\w+)\.tfrecord-(\d+)-of-",
+                                      os.path.basename(fi.filename)).groups()
+        first = sum(TFDS_SPLITS[self.name][split_name][:int(shard)])
+        ids.append(np.arange(first + fi.skip, first + fi.skip + fi.take))
+        codes.append(np.full(fi.take, _SPLIT_CODE[split_name]))
+    num_classes = self.info.features["label"].num_classes
+    fixed = self.info.features["image"].shape[0] is not None
+    encode = decoders is not None and isinstance(decoders.get("image"),
+                                                 tfds.decode.SkipDecoding)
+    png = self.info.features["image"].encoding_format in (None, "png")
+
+    def make(i, code):
+        if fixed:  # Pixels carry (id % 256, id // 256, split code): exact ids downstream.
+            image = tf.stack([tf.fill((32, 32), tf.cast(v, tf.uint8))
+                              for v in (i % 256, i // 256, code)], axis=-1)
+        else:
+            h, w = 40 + (i * 13) % 50, 40 + (i * 29) % 50
+            yy = tf.range(h, dtype=tf.int64)[:, None, None] * 3
+            xx = tf.range(w, dtype=tf.int64)[None, :, None] * 5
+            image = tf.cast((yy + xx + i * 7 + tf.range(3, dtype=tf.int64)) % 256, tf.uint8)
+        if encode:
+            image = tf.io.encode_png(image) if png else tf.io.encode_jpeg(image)
+        return {"image": image, "label": (i * 7 + code) % num_classes}
+
+    ids = np.concatenate(ids).astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices((ids, np.concatenate(codes))).map(make)
+
+
+@pytest.fixture
+def mock_tfds(tfds_root):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_FILES, data_dir=tfds_root,
+                                as_dataset_fn=_fake_as_dataset):
+        yield tfds_root
+
+
+def tfds_cfg(root, **kw):
+    base = {"name": "cifar10", "source": "tfds", "data_dir": root, "train_split": "train",
+            "eval_split": "test", "image_size": 32, "augment": "cifar", "shuffle_buffer": 64}
+    base.update(kw)
+    return make_cfg(**base)
+
+
+def ids_of(batch):
+    image = batch["image"].astype(np.int64)
+    return image[:, 0, 0, 0] + 256 * image[:, 0, 0, 1]
+
+
+def test_tfds_cifar10_info(mock_tfds):
+    info = data.get_info(tfds_cfg(mock_tfds))
+    assert (info.num_train, info.num_eval, info.num_classes) == (200, 50, 10)
+    assert info.image_shape == (32, 32, 3) and info.source == "tfds"
+    assert info.mean == (125.3, 123.0, 113.9) and info.std == (63.0, 62.1, 66.7)
+    assert data.get_info(tfds_cfg(mock_tfds, train_split="train[:90%]")).num_train == 180
+    with pytest.raises(UserError, match="'valid'"):
+        data.get_info(tfds_cfg(mock_tfds, eval_split="valid"))
+    with pytest.raises(UserError, match="image_size=24.*32x32"):
+        data.get_info(tfds_cfg(mock_tfds, image_size=24))
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_tfds_cifar10_train(mock_tfds, cache):
+    source = data.create_source(tfds_cfg(mock_tfds, cache=cache))
+    steps = source.steps_per_epoch(16)
+    assert steps == 12
+    a = take(source.train_iterator(seed=5, global_batch_size=16), steps + 3)
+    b = take(source.train_iterator(seed=5, global_batch_size=16), steps + 3)
+    assert_batches_equal(a, b)
+    first = a[0]
+    assert first["image"].shape == (16, 32, 32, 3) and first["image"].dtype == np.uint8
+    assert first["label"].dtype == np.int32
+    assert first["label"].min() >= 0 and first["label"].max() < 10
+    ids = np.concatenate([ids_of(x) for x in a[:steps]])
+    assert len(set(ids)) == steps * 16 and ids.max() < 200  # An epoch has no repeats.
+    np.testing.assert_array_equal(first["label"], (ids_of(first) * 7) % 10)
+    other = next(source.train_iterator(seed=6, global_batch_size=16))
+    assert not np.array_equal(ids_of(other), ids_of(first))
+    # The next epoch is a different order.
+    assert not np.array_equal(ids_of(a[steps]), ids_of(a[0]))
+    for k in (2, steps):
+        it = source.train_iterator(seed=5, global_batch_size=16)
+        take(it, k)
+        state = json.loads(json.dumps(it.state()))
+        assert (state["step"], state["epoch"]) == (k, k // steps)
+        resumed = source.train_iterator(seed=5, global_batch_size=16,
+                                        start_step=state["step"])
+        assert_batches_equal(take(resumed, 2), a[k:k + 2])
+        it.close()
+        resumed.close()
+
+
+def test_tfds_cifar10_train_shards_are_disjoint(mock_tfds):
+    source = data.create_source(tfds_cfg(mock_tfds))
+    steps = source.steps_per_epoch(8)
+    per_process = [np.concatenate([ids_of(b) for b in take(source.train_iterator(
+        seed=0, global_batch_size=8, process_index=p, process_count=2), steps)])
+        for p in range(2)]
+    assert all(len(set(ids)) == len(ids) == steps * 4 for ids in per_process)
+    assert not set(per_process[0]) & set(per_process[1])
+    assert set(per_process[0]) <= set(range(100)) and set(per_process[1]) <= set(range(100, 200))
+
+
+@pytest.mark.parametrize("process_count,batch", [(1, 16), (2, 8), (3, 12), (2, 200)])
+def test_tfds_cifar10_eval_exactly_once(mock_tfds, process_count, batch):
+    source = data.create_source(tfds_cfg(mock_tfds))
+    per_process = [list(source.eval_iterator(global_batch_size=batch, process_index=p,
+                                             process_count=process_count))
+                   for p in range(process_count)]
+    assert {len(b) for b in per_process} == {source.num_eval_batches(batch, process_count)}
+    seen = []
+    for batches in per_process:
+        for b in batches:
+            assert b["image"].shape == (batch // process_count, 32, 32, 3)
+            assert b["mask"].dtype == np.float32
+            valid = b["mask"] > 0
+            assert (b["image"][valid][:, 0, 0, 2] == 1).all()  # From the test split.
+            assert not b["image"][~valid].any()
+            seen.append(ids_of(b)[valid])
+    assert sorted(np.concatenate(seen).tolist()) == list(range(50))
+
+
+def test_tfds_eval_more_processes_than_examples(mock_tfds):
+    source = data.create_source(tfds_cfg(mock_tfds))
+    batches = list(source.eval_iterator(global_batch_size=64, process_index=60,
+                                        process_count=64))  # Shard 60 of 50 examples: empty.
+    assert len(batches) == 1 and batches[0]["mask"].sum() == 0
+    assert batches[0]["image"].shape == (1, 32, 32, 3)
+
+
+def test_tfds_cifar10_inception_png_path(mock_tfds):
+    # cifar10 stores PNGs, so this is the decode_image + crop path (not decode_and_crop_jpeg).
+    source = data.create_source(tfds_cfg(mock_tfds, augment="inception", image_size=24))
+    assert source.info.image_shape == (24, 24, 3)
+    steps = source.steps_per_epoch(8)
+    batches = take(source.train_iterator(seed=0, global_batch_size=8), steps)
+    assert batches[0]["image"].shape == (8, 24, 24, 3)
+    ids = np.concatenate([ids_of(b) for b in batches])  # Constant planes survive crops.
+    assert len(set(ids)) == len(ids) == steps * 8
+    seen = [ids_of(b)[b["mask"] > 0] for b in source.eval_iterator(global_batch_size=16)]
+    assert sorted(np.concatenate(seen).tolist()) == list(range(50))
+
+
+def test_tfds_imagenet_inception(mock_tfds):
+    cfg = tfds_cfg(mock_tfds, name="imagenet2012", eval_split="validation", image_size=24,
+                   augment="inception", shuffle_buffer=16)
+    info = data.get_info(cfg)
+    assert (info.num_train, info.num_eval, info.num_classes) == (48, 21, 1000)
+    assert info.image_shape == (24, 24, 3) and info.mean == (123.675, 116.28, 103.53)
+    source = data.create_source(cfg)
+    a = take(source.train_iterator(seed=2, global_batch_size=8), 7)
+    assert a[0]["image"].shape == (8, 24, 24, 3) and a[0]["image"].dtype == np.uint8
+    assert a[0]["image"].std() > 1  # Real pixels, not padding.
+    b = take(source.train_iterator(seed=2, global_batch_size=8), 7)
+    assert_batches_equal(a, b)  # Stateless crops: same seed, same pixels.
+    it = source.train_iterator(seed=2, global_batch_size=8, start_step=5)
+    assert_batches_equal(take(it, 2), a[5:7])
+    for process_count in (1, 2):
+        batches = [list(source.eval_iterator(global_batch_size=10, process_index=p,
+                                             process_count=process_count))
+                   for p in range(process_count)]
+        assert len({len(x) for x in batches}) == 1
+        masks = np.concatenate([b["mask"] for x in batches for b in x])
+        assert masks.sum() == 21
+        assert all(b["image"].shape == (10 // process_count, 24, 24, 3)
+                   for x in batches for b in x)
+    with pytest.raises(UserError, match="augment='cifar'.*fixed-size"):
+        data.get_info(tfds_cfg(mock_tfds, name="imagenet2012", eval_split="validation",
+                               image_size=24, augment="cifar"))
+
+
+def test_tfds_not_prepared_or_unknown(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    empty = str(tmp_path / "empty")
+    with pytest.raises(UserError, match=re.escape(f"tfds build cifar10 --data_dir={empty}")):
+        data.get_info(tfds_cfg(empty))
+    with pytest.raises(UserError, match=re.escape(f"{empty}/downloads/manual")):
+        data.get_info(tfds_cfg(empty, name="imagenet2012", image_size=224,
+                               augment="inception"))
+    with pytest.raises(UserError, match="'no_such_dataset_xyz'"):
+        data.get_info(tfds_cfg(empty, name="no_such_dataset_xyz"))
