@@ -1,0 +1,76 @@
+"""Evaluates a checkpoint of a train.py run; optionally exports the dense model.
+
+    python eval.py --config=configs/resnet32_cifar10_smh.py --workdir=/tmp/resnet32_smh
+    python eval.py ... --step=20000 --export_dense=/tmp/resnet32_dense
+
+Writes WORKDIR/eval.json (accuracy, top5, loss, step, trainable_params, checkpoint_bytes,
+...). The config must describe the run that wrote the checkpoint (same model, dataset and
+SMH layout); a mismatch is refused with the differing field named.
+"""
+
+import json
+import os
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from smh_jax import export
+from smh_jax.training import cli, trainer
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "The train.py workdir holding checkpoints/.")
+flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+flags.DEFINE_string("export_dense", None,
+                    "Also write the materialized dense model here (Orbax + model.json).")
+flags.DEFINE_enum("weights", "auto", ["auto", "ema", "raw"],
+                  "Evaluate the EMA weights (auto: when the run trained with EMA).")
+config_flags.DEFINE_config_file("config", None, "The config the run was trained with.",
+                                lock_config=True)
+cli.define_distributed_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.initialize_distributed()
+    config = FLAGS.config
+    experiment, state, step = trainer.restore_for_eval(config, FLAGS.workdir, FLAGS.step)
+    use_ema = FLAGS.weights == "ema" or (FLAGS.weights == "auto" and bool(config.ema_decay))
+    if use_ema and not config.ema_decay:
+        raise cli.UserError("--weights=ema: this run was trained without EMA "
+                            "(config.ema_decay is 0)")
+    variables = state.eval_variables(use_ema)
+    _, eval_fn = trainer.jit_steps(experiment)
+    metrics = trainer.evaluate(experiment, eval_fn, variables)
+    accounting = trainer.parameter_accounting(experiment)
+    checkpoint_dir = os.path.join(FLAGS.workdir, "checkpoints", str(step))
+    result = {
+        **metrics, "step": step, "weights": "ema" if use_ema else "raw",
+        "model": config.model.name, "dataset": config.dataset.name,
+        "trainable_params": accounting["trainable_params"],
+        "hashed_weights": accounting["smh"]["hashed_weights"] if accounting["smh"] else 0,
+        "dense_params": accounting["dense_params"],
+        "fraction": accounting["fraction"],
+        "checkpoint_bytes": trainer.directory_bytes(checkpoint_dir),
+        # The dense model's float32 weights, for comparison with checkpoint_bytes.
+        "dense_params_bytes": 4 * accounting["dense_params"],
+    }
+    if FLAGS.export_dense:
+        dense = export.dense_variables(jax.device_get(variables), experiment.bundle.compressed)
+        spec = {"name": config.model.name, "num_classes": experiment.bundle.num_classes,
+                "width_multiplier": float(config.model.width_multiplier),
+                "dtype": config.model.dtype,
+                "overrides": {k: config.model[k] for k in ("dropout_rate", "drop_connect_rate")
+                              if config.model[k] is not None}}
+        result["export_dense"] = FLAGS.export_dense
+        result["export_dense_bytes"] = export.export_dense(FLAGS.export_dense, dense, spec)
+    if jax.process_index() == 0:
+        with open(os.path.join(FLAGS.workdir, "eval.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    print(cli.format_table([(k, str(v)) for k, v in result.items()]), flush=True)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    cli.run(main)

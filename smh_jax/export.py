@@ -1,0 +1,65 @@
+"""Exports: the materialized dense model (`eval.py --export_dense=DIR`).
+
+The directory holds an Orbax checkpoint of {'params', <other collections>} that the plain,
+uncompressed architecture restores and applies directly, plus model.json describing
+how to build that architecture from the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+import smh_jax
+from smh_jax import models
+from smh_jax.errors import UserError
+
+MODEL_FILE = "model.json"
+VARIABLES_DIR = "variables"
+
+
+def dense_variables(variables: dict[str, Any], compressed: bool) -> dict[str, Any]:
+    """The plain model's variables: params materialized (float32) when compressed."""
+    if not compressed:
+        return variables
+    params = smh_jax.materialize(smh_jax.smh_params_of(variables["params"]), jnp.float32)
+    return {**variables, "params": params}
+
+
+def export_dense(directory: str, variables: dict[str, Any], model_spec: dict[str, Any]) -> int:
+    """Writes the dense variables and model.json; returns the bytes written."""
+    directory = os.path.abspath(directory)
+    if os.path.exists(os.path.join(directory, VARIABLES_DIR)):
+        raise UserError(f"--export_dense {directory!r} already holds an export; choose a new "
+                        "directory (nothing was overwritten)")
+    os.makedirs(directory, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(directory, VARIABLES_DIR), variables)
+    checkpointer.wait_until_finished()
+    if jax.process_index() == 0:
+        with open(os.path.join(directory, MODEL_FILE), "w", encoding="utf-8") as f:
+            json.dump(model_spec, f, indent=2)
+    return sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(directory) for n in ns)
+
+
+def load_dense(directory: str, input_shape: tuple[int, ...]) -> tuple[nn.Module, dict[str, Any]]:
+    """The plain architecture and its variables, from an `export_dense` directory."""
+    directory = os.path.abspath(directory)
+    with open(os.path.join(directory, MODEL_FILE), encoding="utf-8") as f:
+        spec = json.load(f)
+    module = models.create(spec["name"], num_classes=spec["num_classes"],
+                           width_multiplier=spec["width_multiplier"],
+                           dtype=jnp.dtype(spec.get("dtype", "float32")),
+                           **spec.get("overrides", {}))
+    abstract = jax.eval_shape(
+        lambda r: module.init({"params": r, "dropout": r}, jnp.zeros(input_shape), train=False),
+        jax.random.key(0))
+    variables = ocp.StandardCheckpointer().restore(os.path.join(directory, VARIABLES_DIR),
+                                                   abstract)
+    return module, variables

@@ -1,0 +1,85 @@
+"""Orbax checkpoints: train state, data-iterator position and a fingerprint of the run.
+
+A checkpoint holds three items: `state` (the TrainState, restored directly into its
+shardings), `data` (the input iterator's position, JSON) and `meta` (what the run is:
+model, dataset, SMH layout). Orbax writes each step to a temporary directory and renames
+it when complete, so a save interrupted by a kill is never listed, never restored.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+from smh_jax.errors import UserError
+
+
+def _describe_mismatch(saved: Any, current: Any, prefix: str = "") -> Optional[str]:
+    """The first differing field between two fingerprints, as 'key: saved vs current'."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            found = _describe_mismatch(saved.get(key), current.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    if saved != current:
+        text_saved, text_current = repr(saved), repr(current)
+        if len(text_saved) > 80 or len(text_current) > 80:
+            text_saved, text_current = "(differs)", "(this config)"
+        return f"{prefix.rstrip('.')}: checkpoint has {text_saved}, this config has {text_current}"
+    return None
+
+
+class Checkpointer:
+    """A thin, explicit wrapper over `ocp.CheckpointManager` for one workdir."""
+
+    def __init__(self, directory: str, *, max_to_keep: int, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True,
+                enable_async_checkpointing=async_save))
+
+    def latest_step(self) -> Optional[int]:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, data_state: dict, meta: dict) -> None:
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+            meta=ocp.args.JsonSave(meta)), force=True)
+
+    def read_meta(self, step: int) -> dict:
+        return dict(self._manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore())).meta)
+
+    def check_compatible(self, step: int, meta: dict) -> None:
+        """Refuses (UserError) a checkpoint written for another model, dataset or layout."""
+        mismatch = _describe_mismatch(self.read_meta(step), meta)
+        if mismatch:
+            raise UserError(f"checkpoint step {step} in {self.directory} was written by a "
+                            f"different run ({mismatch}); use another --workdir")
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        """(state, data_state) of `step`; abstract_state carries the target shardings."""
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        return restored.state, dict(restored.data)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
