@@ -16,8 +16,13 @@ DATA_AXIS = "data"
 
 
 def create_mesh() -> Mesh:
-    """One 'data' axis over every device of every process."""
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+    """One 'data' axis over every device of every process.
+
+    Auto axes (GSPMD propagation): recent JAX makes Explicit axes the default, whose
+    sharding-in-types rules reject ordinary code such as a vmap over a split batch.
+    """
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                         axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
