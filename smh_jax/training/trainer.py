@@ -162,7 +162,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, bundle: ModelB
     grads, (loss, logits, new_model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     apply = finite
     if config.nonfinite == "stop":  # after the first bad step, keep the last good state
