@@ -1,0 +1,159 @@
+"""train.py and eval.py as a user runs them: subprocesses, real flags, real files.
+
+Each subprocess pays Python/JAX start-up and compilation, so these tests run few, short
+jobs; the loop's details are covered in-process by test_trainer.py.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+MOCK_TFDS = os.path.join(ROOT, "tests", "mock_tfds.py")
+TINY = ["--config.model.width_multiplier=0.5", "--config.batch_size=32",
+        "--config.num_steps=4", "--config.log_every_steps=2",
+        "--config.checkpoint_every_steps=2", "--config.eval_batch_size=64"]
+
+
+def run(args, devices=1, env=None, timeout=600):
+    """Runs a script of the repo; returns the CompletedProcess (text output)."""
+    full_env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+                "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_quickstart_command_trains_evaluates_and_exports(tmp_path):
+    workdir = str(tmp_path / "qs")
+    result = _ok(run(["train.py", "--config=configs/quickstart.py", f"--workdir={workdir}",
+                      *TINY]))
+    # The closing table: accuracy, trainable variables, dense parameter count, fraction.
+    for label in ("accuracy (top-1)", "trainable variables", "dense parameters", "fraction"):
+        assert label in result.stdout
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["method"] == "smh" and summary["fraction"] == 0.25
+    assert summary["steps"] == 4 and summary["trainable_params"] < summary["dense_params"]
+    for key in ("model", "dataset", "accuracy", "wall_seconds"):
+        assert key in summary
+
+    export_dir = str(tmp_path / "dense")
+    result = _ok(run(["eval.py", "--config=configs/quickstart.py", f"--workdir={workdir}",
+                      f"--export_dense={export_dir}", *TINY]))
+    with open(os.path.join(workdir, "eval.json")) as f:
+        evaluation = json.load(f)
+    assert evaluation["step"] == 4 and evaluation["accuracy"] == pytest.approx(
+        summary["accuracy"])
+    assert evaluation["checkpoint_bytes"] > 0
+    assert evaluation["trainable_params"] == summary["trainable_params"]
+    # The plain (uncompressed) model restores the export and scores the same.
+    check = _ok(run(["-c", _EVAL_EXPORT, export_dir]))
+    assert float(check.stdout.strip().splitlines()[-1]) == pytest.approx(
+        evaluation["accuracy"], abs=1e-9)
+
+
+_EVAL_EXPORT = """
+import sys
+import numpy as np
+from smh_jax import data, export
+from smh_jax.training import config_base
+c = config_base.base_config()
+c.dataset.name = c.dataset.source = "digits"; c.dataset.image_size = 8; c.dataset.augment = "none"
+source = data.create_source(c.dataset)
+module, variables = export.load_dense(sys.argv[1], (1, 8, 8, 1))
+correct = count = 0
+for batch in source.eval_iterator(global_batch_size=64, process_index=0, process_count=1):
+    from smh_jax.data import augment
+    x = augment.normalize(batch["image"], source.info.mean, source.info.std)
+    logits = module.apply(variables, x, train=False)
+    correct += float(np.sum((np.argmax(logits, -1) == batch["label"]) * batch["mask"]))
+    count += float(np.sum(batch["mask"]))
+print(correct / count)
+"""
+
+
+def test_dense_is_one_override_away(tmp_path):
+    workdir = str(tmp_path / "dense")
+    _ok(run(["train.py", "--config=configs/quickstart.py", f"--workdir={workdir}",
+             "--config.smh.fraction=0", *TINY]))
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["fraction"] is None and summary["method"] == "width"  # width 0.5 here
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.smh.fractoin=0.1"], "fractoin"),
+    (["--config.batch_size=abc"], "batch_size"),
+    (["--config.smh.fraction=1.5"], "smh.fraction: 1.5 is outside the allowed range"),
+    (["--config.model.name=resnet33"], "'resnet33' is not a known model"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    workdir = tmp_path / "w"
+    result = run(["train.py", "--config=configs/quickstart.py", f"--workdir={workdir}", *args])
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not workdir.exists()  # nothing created before the error
+
+
+def test_efficientnet_b4_smh_headline_command_runs_on_mock_imagenet(tmp_path):
+    """The design card's command, with TFDS mocked and the runlocal (64x64) variant."""
+    root = str(tmp_path / "tfds")
+    result = _ok(run([MOCK_TFDS, root, "train.py", "--config=configs/efficientnet_b4_smh.py:runlocal",
+                      f"--workdir={tmp_path / 'b4'}", f"--config.dataset.data_dir={root}",
+                      "--config.num_steps=2", "--config.batch_size=8",
+                      "--config.eval_batch_size=8", "--config.checkpoint_every_steps=0"],
+                     timeout=900))
+    with open(tmp_path / "b4" / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["model"] == "efficientnet_b4" and summary["steps"] == 2
+    # Compressed to B0's size: within one rank (2n = 2 x 4,398) of 5,288,548.
+    assert abs(summary["trainable_params"] - 5_288_548) < 2 * 4_398
+    assert summary["dense_params"] == 19_341_616
+    assert "step 2/2" in result.stderr
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """jax.distributed on localhost: 2 processes x 2 devices == 1 process x 4 devices."""
+    common = ["train.py", "--config=configs/quickstart.py", *TINY,
+              "--config.checkpoint_every_steps=0", "--config.async_checkpointing=False"]
+    single = str(tmp_path / "one")
+    _ok(run([*common, f"--workdir={single}"], devices=4))
+    double = str(tmp_path / "two")
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen(
+        [sys.executable, *common, f"--workdir={double}", f"--coordinator_address=localhost:{port}",
+         "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+    with open(os.path.join(single, "summary.json")) as f:
+        one = json.load(f)
+    with open(os.path.join(double, "summary.json")) as f:
+        two = json.load(f)
+    assert one["device"] == two["device"] == "4 x cpu"
+    assert two["accuracy"] == pytest.approx(one["accuracy"], abs=1e-6)
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
+    losses = [[json.loads(line)["loss"] for line in open(os.path.join(d, "metrics.jsonl"))
+               if '"train"' in line] for d in (single, double)]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
