@@ -18,10 +18,9 @@ from typing import Any, Union
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 from flax.core.scope import DenyList
 
+from smh_jax import init_sampling
 from smh_jax.core import accounting as accounting_lib
 from smh_jax.core import tree_paths
 from smh_jax.core.layout import Layout, build_layout
@@ -30,11 +29,6 @@ from smh_jax.core.options import SMHOptions
 from smh_jax.core.params import SMHParams, init_params
 
 PARAM_NAME = "smh"
-
-_NORMALIZATION_TYPES = tuple(
-    getattr(nn, name) for name in ("BatchNorm", "LayerNorm", "GroupNorm", "RMSNorm",
-                                   "InstanceNorm") if hasattr(nn, name))
-
 
 def smh_params_of(params: Union[Mapping[str, Any], SMHParams]) -> SMHParams:
     """Accepts variables['params'] of a compressed model, or the SMHParams itself."""
@@ -47,60 +41,13 @@ def smh_params_of(params: Union[Mapping[str, Any], SMHParams]) -> SMHParams:
                     f"a {type(params).__name__} with keys {keys}")
 
 
-def _concrete_zeros(tree: Any, batch_one: bool) -> Any:
-    def zeros(leaf):
-        if isinstance(leaf, (jax.Array, np.ndarray)):
-            shape = leaf.shape[:1] and (1,) + leaf.shape[1:] if batch_one else leaf.shape
-            return jnp.zeros(shape, leaf.dtype)
-        return leaf
-    return jax.tree.map(zeros, tree)
-
-
-def _shapes(params: Any) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
-    return [(path, tuple(leaf.shape)) for path, leaf in tree_paths.ordered_items(params)]
-
-
-def sample_init(model: nn.Module, rng_names, args, kwargs,
-                expected_params: Any = None) -> tuple[dict, frozenset[str]]:
-    """A concrete draw of `model`'s own init, and the paths of its normalization layers.
-
-    Runs eagerly at trace time (compile-time eval) with fixed keys and zero inputs, so each
-    layer's init statistics are static numbers, identical whether the wrapper is
-    initialized eagerly, under jit, or only shape-evaluated. Eager, not jitted: jit would
-    return dicts with sorted keys and lose the creation order. The inputs are cut to a
-    batch of one to keep the forward pass cheap, unless that changes the parameter shapes
-    (then the full inputs are used).
-    """
-    normalization = set()
-
-    def record(next_fun, fargs, fkwargs, context):
-        if context.method_name == "__call__" and isinstance(context.module, _NORMALIZATION_TYPES):
-            normalization.add("/".join(context.module.path))
-        return next_fun(*fargs, **fkwargs)
-
-    with jax.ensure_compile_time_eval():
-        rngs = {name: jax.random.key(i) for i, name in enumerate(sorted(rng_names))}
-        rngs.setdefault("params", jax.random.key(0))
-        for batch_one in (True, False):
-            normalization.clear()
-            try:
-                with nn.intercept_methods(record):
-                    variables = model.init(rngs, *_concrete_zeros(args, batch_one),
-                                           **_concrete_zeros(kwargs, batch_one))
-            except Exception:  # noqa: BLE001 - a batch of one may not suit every model
-                if not batch_one:
-                    raise
-                continue
-            if expected_params is None or _shapes(variables["params"]) == _shapes(expected_params):
-                break
-    return variables, frozenset(normalization)
-
-
 def build_model_layout(model: nn.Module, options: SMHOptions, *args, rng_names=("params",),
                        **kwargs) -> Layout:
-    """The layout `compress(model, ...)` would use for these example inputs."""
-    sample, normalization = sample_init(model, rng_names, args, kwargs)
-    return build_layout(sample["params"], options, normalization, sample=sample["params"])
+    """The layout `compress(model, ...)` would use for these example inputs (no compute)."""
+    rngs = {name: jax.random.key(i) for i, name in enumerate(rng_names)}
+    return jax.eval_shape(
+        lambda: SMH(model=model, options=options).init(rngs, *args, **kwargs))[
+            "params"][PARAM_NAME].layout
 
 
 def _inner_mutable(mutable: Any) -> Any:
@@ -130,11 +77,17 @@ class SMH(nn.Module):
         inner = self.model.clone(parent=None)
         rngs = {name: self.make_rng(name) for name in self.scope.rngs}
         if self.is_initializing() and not self.has_variable("params", PARAM_NAME):
-            dense_variables = inner.init(rngs, *args, **kwargs)
-            sample, normalization = sample_init(inner, rngs.keys(), args, kwargs,
-                                                expected_params=dense_variables["params"])
-            layout = build_layout(dense_variables["params"], self.options, normalization,
-                                  sample=sample["params"])
+            records, normalization = [], set()
+            with init_sampling.recording(records, normalization):
+                dense_variables = inner.init(rngs, *args, **kwargs)
+            dense_params = dense_variables["params"]
+            paths = {path for path, _ in tree_paths.ordered_items(dense_params)}
+            sample = init_sampling.replay(records, paths)
+            if sample is None:
+                sample = init_sampling.eager_sample(inner, rngs.keys(), args, kwargs,
+                                                    dense_params)
+            layout = build_layout(dense_params, self.options, frozenset(normalization),
+                                  sample=sample)
             self.param(PARAM_NAME, lambda rng: init_params(rng, layout, dense_variables["params"]))
             for collection, tree in dense_variables.items():
                 if collection != "params":
