@@ -84,11 +84,13 @@ def replay(records: list[Record], paths: set[tuple[str, ...]]) -> Optional[dict]
 
     try:
         with jax.ensure_compile_time_eval():
-            values = jax.device_get(draw())
-    except (jax.errors.UnexpectedTracerError, jax.errors.ConcretizationTypeError,
-            TypeError, ValueError):
+            values = draw()
+        if _is_traced(values):  # an initializer closed over a traced value
+            return None
+        values = [np.asarray(v) for v in jax.device_get(values)]
+    except (TypeError, ValueError):  # jax's tracer errors are TypeErrors
         return None
-    return tree_paths.nest([(path, np.asarray(v)) for (_, (path, *_)), v in zip(wanted, values, strict=True)])
+    return tree_paths.nest([(path, v) for (_, (path, *_)), v in zip(wanted, values, strict=True)])
 
 
 def _concrete_zeros(tree: Any, batch_one: bool) -> Any:
