@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smh_jax.core import pools
@@ -87,7 +87,8 @@ def test_kronecker_virtual_is_a_sum_of_krons(side, replicas, seed):
                                rtol=1e-5, atol=1e-4)
 
 
-@given(st.integers(1, 300), st.integers(1, 50), st.integers(1, 10), st.integers(0, 1000))
+@given(st.sampled_from([1, 2, 300]), st.sampled_from([1, 3, 50]), st.integers(1, 10),
+       st.integers(0, 1000))
 def test_hash_virtual_is_a_sum_of_hashed_variables(num_weights, size, num_hashes, seed):
     pool = pools.HashPool(size=size, num_hashes=num_hashes, seed=seed, num_weights=num_weights)
     params = _random_params(pool, seed)
@@ -154,3 +155,190 @@ def test_gradients_reach_every_pool_variable(kind):
     grads = jax.grad(lambda p: jnp.sum(pool.virtual(p, jnp.float32) * weights))(params)
     for leaf in jax.tree.leaves(grads):
         assert bool(jnp.all(jnp.isfinite(leaf))) and float(jnp.abs(leaf).max()) > 0
+
+
+# ----------------------------------------------------------------------------- sizing
+
+
+@given(st.integers(1, 10**7), st.floats(1e-6, 1.0), st.integers(1, 12))
+def test_hash_pool_has_exactly_the_target_size(num_weights, fraction, num_hashes):
+    target = fraction * num_weights
+    options = _options(pool="hash", num_hashes=num_hashes)
+    if target < num_hashes:
+        with pytest.raises(UserError, match="one variable per hash"):
+            pools.make_pool("hash", num_weights, target, options)
+        return
+    pool = pools.make_pool("hash", num_weights, target, options)
+    assert pool.num_variables == pool.size == math.ceil(target)
+    assert pool.virtual_size == num_weights and pool.num_hashes == num_hashes
+
+
+@given(st.integers(16, 10**7), st.floats(1e-3, 1.0),
+       st.sampled_from([("product", "kronecker"), ("product", "hash"),
+                        ("kronecker", "hash", "product")]))
+def test_meta_pool_splits_the_target_equally(num_weights, fraction, subs):
+    target = fraction * num_weights
+    options = _options(pool="meta", meta_pools=subs, num_hashes=2)
+    minimum, _ = pools.smallest_pool("meta", num_weights, options)
+    units = [pools.smallest_pool(k, num_weights, options)[0] for k in subs]
+    assert minimum == len(subs) * max(units)
+    if target < minimum:
+        with pytest.raises(UserError, match="smallest meta pool"):
+            pools.make_pool("meta", num_weights, target, options)
+        return
+    pool = pools.make_pool("meta", num_weights, target, options)
+    share = target / len(subs)
+    assert [p.kind for p in pool.pools] == list(subs)
+    for sub in pool.pools:  # each sub-pool is the one its kind would get for the share
+        assert sub == pools.make_pool(sub.kind, num_weights, share, options)
+    assert pool.num_variables == sum(p.num_variables for p in pool.pools) >= target
+    assert pool.virtual_size == min(p.virtual_size for p in pool.pools) >= num_weights
+
+
+@pytest.mark.parametrize("num_weights,side", [(1, 1), (16, 2), (17, 3), (81, 3), (82, 4),
+                                              (10**8, 100), (10**8 + 1, 101)])
+def test_kronecker_side_is_the_exact_fourth_root_ceiling(num_weights, side):
+    assert pools.kronecker_side(num_weights) == side
+
+
+@pytest.mark.parametrize("kind,extra", [("product", {}), ("product", {"side": 50}),
+                                        ("kronecker", {}), ("hash", {"num_hashes": 10}),
+                                        ("meta", {"meta_pools": ("product", "kronecker")}),
+                                        ("meta", {"meta_pools": ("hash", "product"),
+                                                  "num_hashes": 3})])
+def test_every_pool_names_its_smallest_fraction(kind, extra):
+    """Below one unit of the pool: an error naming the smallest fraction; at it: a pool."""
+    num_weights = 10_000
+    options = _options(pool=kind, **extra)
+    minimum, _ = pools.smallest_pool(kind, num_weights, options)
+    with pytest.raises(UserError) as e:
+        pools.make_pool(kind, num_weights, minimum - 0.5, options)
+    message = str(e.value)
+    assert f"smallest {kind} pool, {minimum} variables" in message
+    assert f"smallest allowed fraction is {minimum / num_weights:.4g}" in message
+    pool = pools.make_pool(kind, num_weights, float(minimum), options)
+    assert pool.num_variables == minimum if kind != "meta" else pool.num_variables >= minimum
+
+
+def test_minimum_units_of_each_pool():
+    options = _options(num_hashes=7, meta_pools=("product", "kronecker"))
+    # N = 10,000: n = 100 (M = 1: 200), s = 10 (one replica: 2 * 100), K = 7.
+    assert pools.smallest_pool("product", 10_000, options)[0] == 200
+    assert pools.smallest_pool("product", 10_000, options.replace(side=30))[0] == 60
+    assert pools.smallest_pool("kronecker", 10_000, options)[0] == 200
+    assert pools.smallest_pool("hash", 10_000, options)[0] == 7
+    assert pools.smallest_pool("meta", 10_000, options)[0] == 400
+    with pytest.raises(UserError, match="'bloom' is not one of"):
+        pools.smallest_pool("bloom", 10_000, options)
+
+
+# ----------------------------------------------------------------------------- formulas
+
+
+@settings(max_examples=10)
+@given(st.integers(0, 2**31), st.sampled_from(["sum", "prod"]))
+def test_meta_pool_with_a_hash_sub_pool(seed, combine):
+    pool = pools.make_pool("meta", 900, 300.0, _options(
+        pool="meta", meta_pools=("hash", "product", "kronecker"), meta_combine=combine,
+        num_hashes=2, hash_seed=seed % 100))
+    params = _random_params(pool, seed)
+    hashed, product, kron = pool.pools
+    index = np.arange(900, dtype=np.uint32)
+    h = sum(params["0"]["pool"][pools.hash_indices(index, s, hashed.size)].astype(np.float64)
+            for s in pools.hash_seeds(hashed.seed, 2))
+    p = (np.float64(params["1"]["a"]) @ params["1"]["b"]).reshape(-1)[:900]
+    k = sum(np.kron(np.float64(params["2"]["left"][i]), params["2"]["right"][i])
+            for i in range(kron.replicas)).reshape(-1)[:900]
+    expected = h + p + k if combine == "sum" else h * p * k
+    np.testing.assert_allclose(pool.virtual(params, jnp.float32), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_hash_seeds_and_indices_are_deterministic_numpy_and_jax_alike():
+    index = np.arange(5000, dtype=np.uint32)
+    assert pools.hash_seeds(3, 4) == pools.hash_seeds(3, 4) != pools.hash_seeds(4, 4)
+    for seed in pools.hash_seeds(3, 4):
+        np.testing.assert_array_equal(pools.hash_indices(index, seed, 997),
+                                      np.asarray(pools.hash_indices(jnp.asarray(index), seed,
+                                                                    997)))
+
+
+@pytest.mark.parametrize("kind,extra", [("product", {}), ("kronecker", {}),
+                                        ("hash", {"num_hashes": 3}), ("meta", {})])
+def test_virtual_in_bfloat16(kind, extra):
+    dtype = "bfloat16"
+    pool = pools.make_pool(kind, 3000, 900.0, _options(pool=kind, **extra))
+    params = pool.init(jax.random.key(0), 1.0, False)
+    low = pool.virtual(params, jnp.dtype(dtype))
+    assert low.dtype == jnp.dtype(dtype) and low.shape == (pool.virtual_size,)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+    np.testing.assert_allclose(np.float32(low), pool.virtual(params, jnp.float32),
+                               rtol=0.05, atol=0.05)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def _vjp(pool, params, cotangent):
+    return jax.vjp(lambda p: pool.virtual(p, jnp.float32), params)[1](cotangent)[0]
+
+
+@settings(max_examples=10)
+@given(st.integers(1, 30), st.integers(1, 5), st.integers(0, 2**31))
+def test_product_gradient_is_the_two_transposed_products(side, rank, seed):
+    pool = pools.ProductPool(side=side, rank=rank)
+    params = _random_params(pool, seed)
+    g = np.random.default_rng(seed + 1).normal(size=(side, side)).astype(np.float32)
+    grads = _vjp(pool, params, jnp.asarray(g.reshape(-1)))
+    np.testing.assert_allclose(grads["a"], g @ np.float64(params["b"]).T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads["b"], np.float64(params["a"]).T @ g, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=10)
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**31))
+def test_kronecker_gradient(side, replicas, seed):
+    """d/dL_i[a, c] = sum_bd G[a, b, c, d] R_i[b, d]; d/dR_i[b, d] = sum_ac G[...] L_i[a, c]."""
+    pool = pools.KroneckerPool(side=side, replicas=replicas)
+    params = _random_params(pool, seed)
+    g = np.random.default_rng(seed + 1).normal(size=(side,) * 4)  # (a, b, c, d) row-major
+    grads = _vjp(pool, params, jnp.asarray(g.reshape(-1), jnp.float32))
+    left, right = np.float64(params["left"]), np.float64(params["right"])
+    np.testing.assert_allclose(grads["left"], np.einsum("abcd,ibd->iac", g, right),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads["right"], np.einsum("abcd,iac->ibd", g, left),
+                               rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=10)  # few shapes (each new one compiles), any values and seeds
+@given(st.sampled_from([1, 37, 400]), st.sampled_from([1, 7, 40]), st.sampled_from([1, 2, 10]),
+       st.integers(0, 1000))
+def test_hash_gradient_sums_the_weights_each_variable_feeds(num_weights, size, num_hashes, seed):
+    """d/dpool[j] = sum of G[i] over every (weight i, hash k) with h_k(i) = j (collisions add)."""
+    pool = pools.HashPool(size=size, num_hashes=num_hashes, seed=seed, num_weights=num_weights)
+    params = _random_params(pool, seed)
+    g = np.random.default_rng(seed).normal(size=num_weights)
+    grads = _vjp(pool, params, jnp.asarray(g, jnp.float32))
+    expected = np.zeros(size)
+    index = np.arange(num_weights, dtype=np.uint32)
+    for hash_seed in pools.hash_seeds(seed, num_hashes):
+        np.add.at(expected, pools.hash_indices(index, hash_seed, size), g)
+    np.testing.assert_allclose(grads["pool"], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("combine", ["sum", "prod"])
+def test_meta_gradient_is_the_chain_rule_through_the_combination(combine):
+    pool = pools.make_pool("meta", 2000, 800.0, _options(
+        pool="meta", meta_pools=("product", "hash"), meta_combine=combine))
+    params = _random_params(pool, 5)
+    length = pool.virtual_size
+    g = jnp.asarray(np.random.default_rng(0).normal(size=length), jnp.float32)
+    grads = _vjp(pool, params, g)
+    parts = [p.virtual(params[str(i)], jnp.float32)[:length] for i, p in enumerate(pool.pools)]
+    for i, sub in enumerate(pool.pools):
+        # sum: each sub-pool sees G; prod: G times the other factor.
+        upstream = g if combine == "sum" else g * parts[1 - i]
+        padded = jnp.zeros(sub.virtual_size).at[:length].set(upstream)
+        expected = jax.vjp(lambda p, s=sub: s.virtual(p, jnp.float32), params[str(i)])[1](
+            padded)[0]
+        for got, want in zip(jax.tree.leaves(grads[str(i)]), jax.tree.leaves(expected),
+                             strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

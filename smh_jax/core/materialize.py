@@ -1,6 +1,6 @@
 """From SMH parameters to the dense parameter tree of the original model.
 
-One pool evaluation (for the product pool: a single A @ B), then static slices and
+One pool evaluation (for the product pool: a single A @ B), then one static split and
 reshapes in the layout's tiling, then the per-slice modifiers. No gathers, no per-weight
 index tables, nothing that depends on values at trace time: XLA sees one dot followed by
 cheap elementwise work, and the backward pass is the dot's transpose.
@@ -44,16 +44,30 @@ def virtual_weights(params: SMHParams, dtype: Optional[Any] = None) -> jax.Array
     return index_store(layout.pool.virtual(params.pool, dtype), layout)
 
 
+def split_virtual(virtual: jax.Array, layout: Layout) -> list[jax.Array]:
+    """Each hashed tensor's flat slice of `virtual`, cut with one `lax.split`.
+
+    The tensors tile [0, N) contiguously, so one split cuts them all; its transpose (the
+    backward pass) is one concatenate. Separate slices would transpose to one zero-padded
+    copy of the whole vector per tensor, summed: L passes over N values instead of one.
+    """
+    sizes = [t.size for t in layout.hashed]
+    if [t.offset for t in layout.hashed] != [sum(sizes[:i]) for i in range(len(sizes))]:
+        return [virtual[t.offset:t.offset + t.size] for t in layout.hashed]
+    rest = virtual.shape[0] - sum(sizes)
+    return jax.lax.split(virtual, sizes + [rest] if rest else sizes)[:len(sizes)]
+
+
 def hashed_tensors(params: SMHParams, dtype: Optional[Any] = None) -> dict[str, jax.Array]:
     """Each hashed tensor (modifiers applied), keyed by its '/'-joined path."""
     layout = params.layout
-    virtual = virtual_weights(params, dtype)
-    learned = modifiers.multipliers(layout, params.modifiers)
-    return {
-        t.path: modifiers.apply(layout, i, virtual[t.offset:t.offset + t.size].reshape(t.shape),
-                                learned)
-        for i, t in enumerate(layout.hashed)
-    }
+    pieces = split_virtual(virtual_weights(params, dtype), layout)
+    # One scalar per tensor, also by split (its transpose is one concatenate, not L pads).
+    count = len(layout.hashed)
+    learned = {name: [s.reshape(()) for s in jax.lax.split(vector, [1] * count)]
+               for name, vector in modifiers.multipliers(layout, params.modifiers).items()}
+    return {t.path: modifiers.apply(layout, i, pieces[i].reshape(t.shape), learned)
+            for i, t in enumerate(layout.hashed)}
 
 
 def merge(layout: Layout, hashed: dict[str, jax.Array], unhashed: Any) -> dict[str, Any]:

@@ -18,6 +18,8 @@ dense layer's norm: the learnable scale then trains stably with the dense recipe
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +65,12 @@ def multipliers(layout: Layout, params: dict[str, jax.Array]) -> dict[str, jax.A
 
 
 def apply(layout: Layout, index: int, values: jax.Array,
-          learned: dict[str, jax.Array]) -> jax.Array:
-    """Applies the layout's modifiers, in order, to the slice of hashed tensor `index`."""
+          learned: Mapping[str, Union[jax.Array, Sequence[jax.Array]]]) -> jax.Array:
+    """Applies the layout's modifiers, in order, to the slice of hashed tensor `index`.
+
+    `learned[m][index]` is tensor `index`'s multiplier of learnable modifier m: a vector
+    over tensors (as `multipliers` returns) or a sequence of per-tensor scalars.
+    """
     tensor = layout.hashed[index]
     for modifier in layout.modifiers:
         if modifier in learned:

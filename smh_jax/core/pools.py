@@ -222,6 +222,44 @@ def _too_small(kind: str, target: float, minimum: int, num_weights: int, unit: s
         f"({unit}); the smallest allowed fraction is {minimum / num_weights:.4g}")
 
 
+def product_side(num_weights: int, options: SMHOptions) -> int:
+    """n: the `side` option, else ceil(sqrt(N)) (the paper's square virtual matrix)."""
+    return options.side or math.isqrt(num_weights - 1) + 1
+
+
+def kronecker_side(num_weights: int) -> int:
+    """s = ceil(N^(1/4)) in exact integer arithmetic: kron(L, R) is s^2 x s^2 >= N."""
+    side = math.ceil(num_weights ** 0.25)
+    while (side - 1) ** 4 >= num_weights:  # guard float rounding of the 4th root
+        side -= 1
+    while side ** 4 < num_weights:
+        side += 1
+    return side
+
+
+def smallest_pool(kind: str, num_weights: int, options: SMHOptions) -> tuple[int, str]:
+    """(variables, description) of the smallest pool of `kind`: one unit of it.
+
+    product: M = 1 (2n); kronecker: one replica (2 s^2); hash: one variable per hash (K);
+    meta: one unit of every sub-pool, each getting an equal share (k x the largest unit).
+    """
+    if kind == "product":
+        side = product_side(num_weights, options)
+        return 2 * side, f"M = 1 with n = {side}"
+    if kind == "kronecker":
+        side = kronecker_side(num_weights)
+        return 2 * side * side, f"one replica of side {side}"
+    if kind == "hash":
+        return options.num_hashes, f"one variable per hash, K = {options.num_hashes}"
+    if kind == "meta":
+        units = [smallest_pool(k, num_weights, options) for k in options.meta_pools]
+        largest = max(u for u, _ in units)
+        return len(units) * largest, (
+            f"an equal share of at least {largest} for each of "
+            f"{', '.join(options.meta_pools)}: " + "; ".join(d for _, d in units))
+    raise UserError(f"smh.pool: {kind!r} is not one of product, kronecker, hash, meta")
+
+
 def make_pool(kind: str, num_weights: int, target: float, options: SMHOptions) -> Pool:
     """Sizes the pool of `kind` for `target` trainable variables over N = num_weights.
 
@@ -229,30 +267,18 @@ def make_pool(kind: str, num_weights: int, target: float, options: SMHOptions) -
     below one unit of the pool (M = 1, one Kronecker replica, ...) is an error that names
     the smallest allowed fraction.
     """
+    minimum, unit = smallest_pool(kind, num_weights, options)
+    if target < minimum:
+        raise _too_small(kind, target, minimum, num_weights, unit)
     if kind == "product":
-        side = options.side or math.isqrt(num_weights - 1) + 1  # ceil(sqrt(N))
-        if target < 2 * side:
-            raise _too_small(kind, target, 2 * side, num_weights, f"M = 1 with n = {side}")
+        side = product_side(num_weights, options)
         return ProductPool(side=side, rank=math.ceil(target / (2 * side)))
     if kind == "kronecker":
-        side = math.ceil(num_weights ** 0.25)
-        while (side - 1) ** 4 >= num_weights:  # guard float rounding of the 4th root
-            side -= 1
-        while side ** 4 < num_weights:
-            side += 1
-        unit = 2 * side * side
-        if target < unit:
-            raise _too_small(kind, target, unit, num_weights, f"one replica of side {side}")
-        return KroneckerPool(side=side, replicas=math.ceil(target / unit))
+        side = kronecker_side(num_weights)
+        return KroneckerPool(side=side, replicas=math.ceil(target / (2 * side * side)))
     if kind == "hash":
-        size = math.ceil(target)
-        if size < options.num_hashes:
-            raise _too_small(kind, target, options.num_hashes, num_weights,
-                             f"one variable per hash, K = {options.num_hashes}")
-        return HashPool(size=size, num_hashes=options.num_hashes, seed=options.hash_seed,
-                        num_weights=num_weights)
-    if kind == "meta":
-        share = target / len(options.meta_pools)
-        subs = tuple(make_pool(k, num_weights, share, options) for k in options.meta_pools)
-        return MetaPool(pools=subs, combine=options.meta_combine)
-    raise UserError(f"smh.pool: {kind!r} is not one of product, kronecker, hash, meta")
+        return HashPool(size=math.ceil(target), num_hashes=options.num_hashes,
+                        seed=options.hash_seed, num_weights=num_weights)
+    share = target / len(options.meta_pools)
+    subs = tuple(make_pool(k, num_weights, share, options) for k in options.meta_pools)
+    return MetaPool(pools=subs, combine=options.meta_combine)
