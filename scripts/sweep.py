@@ -797,7 +797,7 @@ def plot(groups: dict[tuple, dict], references: Sequence[Reference], title: str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     models = sorted({k[0] for k in groups})
@@ -827,7 +827,12 @@ def plot(groups: dict[tuple, dict], references: Sequence[Reference], title: str,
         ax.scatter([ref.params], [ref.accuracy], marker=ref.marker, s=110, facecolors="none",
                    edgecolors="crimson", linewidths=1.4, label=ref.label, zorder=5)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:g}K"))
+    low, high = ax.get_xlim()
+    ticks = [m * 10**e for e in range(2, 10) for m in (1, 2, 3, 5) if low <= m * 10**e <= high]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}K"))
     ax.set_xlabel("trainable variables")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title or "accuracy vs trainable variables")
