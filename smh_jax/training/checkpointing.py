@@ -72,6 +72,10 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         return restored.state, dict(restored.data)
 
+    def reached_preemption(self, step: int) -> bool:
+        """True on every process once a preemption notice was agreed on (multi-process)."""
+        return self._manager.reached_preemption(step)
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 

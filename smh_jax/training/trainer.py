@@ -363,13 +363,26 @@ def evaluate(experiment: Experiment, eval_fn: Callable, variables: dict) -> dict
 
 
 class _StopSignal:
-    """SIGTERM (a preemption notice) asks the loop to checkpoint and exit."""
+    """SIGTERM (a preemption notice) asks the loop to checkpoint and exit.
 
-    def __init__(self):
+    With several processes, JAX's distributed preemption service owns SIGTERM and agrees
+    on one step at which every process stops (`reached_preemption`); installing our own
+    handler there would hide the notice from it, and processes stopping at different
+    steps would deadlock in the checkpoint's collectives.
+    """
+
+    def __init__(self, checkpointer: checkpointing.Checkpointer):
         self.requested = False
         self._previous = None
-        if threading.current_thread() is threading.main_thread():
+        self._checkpointer = checkpointer
+        self._multi_process = jax.process_count() > 1
+        if not self._multi_process and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def reached(self, step: int) -> bool:
+        if self._multi_process:
+            return self._checkpointer.reached_preemption(step)
+        return self.requested
 
     def _handle(self, signum, frame):
         del signum, frame
@@ -452,7 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     batches = _DevicePrefetch(train_iter, sharding.batch_sharding(experiment.mesh))
     writer = MetricsWriter(workdir, enabled=primary)
     progress = Progress(experiment.total_steps, config.batch_size, start_step)
-    stop = _StopSignal()
+    stop = _StopSignal(checkpointer)
     history: list[dict] = []
     eval_metrics: dict[str, float] = {}
     use_ema = bool(config.ema_decay)
@@ -501,7 +514,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0) \
                     or last:
                 save(step)
-            if stop.requested and not last:
+            if stop.reached(step) and not last:
                 save(step)
                 checkpointer.wait()
                 raise Preempted(f"SIGTERM: saved a checkpoint at step {step} in "
