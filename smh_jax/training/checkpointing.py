@@ -9,22 +9,45 @@ it when complete, so a save interrupted by a kill is never listed, never restore
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from smh_jax.errors import UserError
+
+# Orbax saves step N into N<TMP_DIR_SUFFIX> and renames it to N once complete.
+TMP_DIR_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+# Fields that say what a thing is; a mismatch there is named before its consequences
+# (a product pool against a Kronecker one, rather than their differing sizes).
+_IDENTITY_KEYS = ("name", "pool", "kind", "source")
 
 
 def _describe_mismatch(saved: Any, current: Any, prefix: str = "") -> Optional[str]:
     """The first differing field between two fingerprints, as 'key: saved vs current'."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        for key in sorted(set(saved) | set(current)):
+        keys = sorted(set(saved) | set(current), key=lambda k: (k not in _IDENTITY_KEYS, k))
+        for key in keys:
             found = _describe_mismatch(saved.get(key), current.get(key), f"{prefix}{key}.")
             if found:
                 return found
         return None
+    if isinstance(saved, list) and isinstance(current, list) and saved != current:
+        if len(saved) != len(current):
+            return (f"{prefix.rstrip('.')}: checkpoint has {len(saved)} entries, this config "
+                    f"has {len(current)}")
+        for i, (a, b) in enumerate(zip(saved, current, strict=True)):
+            found = _describe_mismatch(a, b, f"{prefix.rstrip('.')}[{i}].")
+            if found:
+                return found
+    if prefix == "smh." and (saved is None) != (current is None):  # dense against SMH
+        kinds = ("dense (uncompressed)", "SMH-compressed")
+        return (f"smh: the checkpoint is {kinds[saved is not None]}, this config is "
+                f"{kinds[current is not None]}")
     if saved != current:
         text_saved, text_current = repr(saved), repr(current)
         if len(text_saved) > 80 or len(text_current) > 80:
@@ -75,6 +98,22 @@ class Checkpointer:
     def reached_preemption(self, step: int) -> bool:
         """True on every process once a preemption notice was agreed on (multi-process)."""
         return self._manager.reached_preemption(step)
+
+    def discard_interrupted_saves(self) -> list[str]:
+        """Removes the temporary directories of saves a kill interrupted; returns their names.
+
+        Orbax never lists them (a step counts once its directory is renamed into place), so
+        this only frees the disk; call it once the workdir is known to belong to this run.
+        """
+        removed = []
+        for name in sorted(os.listdir(self.directory)):
+            if TMP_DIR_SUFFIX in name:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+                removed.append(name)
+        if removed:
+            logging.warning("removed interrupted checkpoint saves in %s: %s", self.directory,
+                            ", ".join(removed))
+        return removed
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -163,7 +163,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, bundle: ModelB
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # A finite loss and gradient can still give non-finite parameters (an infinite learning
+    # rate, an overflowing update); such a step must not reach a checkpoint either.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+              & _all_finite((new_params, new_model_state)))
     apply = finite
     if config.nonfinite == "stop":  # after the first bad step, keep the last good state
         apply = finite & (state.first_nonfinite_step < 0)
@@ -196,6 +199,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, bundle: ModelB
         "grad_norm": grad_norm,
     }
     return new_state_, metrics
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def eval_step(variables: dict, batch: dict[str, jax.Array], *, bundle: ModelBundle,
@@ -435,6 +443,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     latest = checkpointer.latest_step()
     if latest is not None:
         checkpointer.check_compatible(latest, experiment.meta)
+    if primary:  # only once the workdir is known to be this run's
+        checkpointer.discard_interrupted_saves()
     accounting = parameter_accounting(experiment)
     if primary:
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -484,7 +494,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             checkpointer.wait()
             kept = checkpointer.latest_step()
             raise TrainingError(
-                f"non-finite loss or gradient at step {first_bad} (config.nonfinite='stop'); "
+                f"non-finite loss or gradient at step {first_bad} (a NaN/Inf loss, gradient or "
+                f"updated parameter; config.nonfinite='stop'); "
                 f"stopped at step {step}; the last good checkpoint is "
                 f"{'step ' + str(kept) if kept is not None else 'none'} in "
                 f"{checkpointer.directory}")
