@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Issue 5: the CIFAR-10 ResNet-32 reproduction as ONE device command (one H200, at most
-# 10 minutes): dense, SMH 25/10/5% and width multipliers matched to SMH 25/10%, the same
-# `fast` recipe (50 epochs) for all, 6 runs at once on the one GPU, then the CSV, the
-# Markdown table, the plot, every run's log and summary, nvidia-smi and the code version
-# into $OUT. docs/results/cifar10_resnet32.md gives the device command and the arithmetic.
+# A CIFAR-10 sweep preset of scripts/sweep.py as ONE device command (one H200, at most
+# 10 minutes): the runs share the GPU (PARALLEL at once), then the CSV, the Markdown
+# table, the plot, every run's log and summary, nvidia-smi and the code version go to $OUT.
+#   PRESET=cifar10_resnet32 (default), 6 runs, EPOCHS=50: issue 5's reproduction: dense,
+#     SMH 25/10/5%, width multipliers matched to SMH 25/10% (docs/results/cifar10_resnet32.md).
+#   PRESET=cifar10_resnet32_scale PARALLEL=7 EPOCHS=30: the per-layer scale ablation
+#     (docs/results/scale_stability.md).
 #
 #   Prepare here:  bash scripts/gpu/prepare_carry.sh        (.whl/ and data_local/)
-#   Device:        GIT_COMMIT=<sha> bash scripts/gpu/cifar10_resnet32_repro.sh
+#   Device:        GIT_COMMIT=<sha> bash scripts/gpu/cifar10_sweep.sh
 #                  with carry ["data_local", ".whl"]
 #   CPU check:     SMOKE=1 OUT=/tmp/r32_smoke PYTHON=/work/venv/bin/python \
-#                      bash scripts/gpu/cifar10_resnet32_repro.sh
+#                      bash scripts/gpu/cifar10_sweep.sh
 #
 # SMOKE=1 keeps every step of the device path (wheels if needed, npz source, preset,
 # 6 concurrent runs, time limit, collection) but trains 3 steps of batch 32 on a
@@ -27,7 +29,7 @@ PARALLEL=${PARALLEL:-6}
 TIME_LIMIT=${TIME_LIMIT:-450}
 ROOT=${ROOT:-/tmp/smh_cifar10_resnet32}
 NPZ=${NPZ:-data_local/cifar10_jpeg.npz}
-NAME=cifar10_resnet32
+NAME=${PRESET:-cifar10_resnet32}
 SETS=(--set "num_epochs=$EPOCHS" --set "dataset.path=$NPZ")
 if [[ "${SMOKE:-0}" == 1 ]]; then
     # The npz is ordered by class: these slices hold classes 0 and 1, half each; the head
@@ -60,8 +62,8 @@ main() {
         echo "git_commit: $(git rev-parse HEAD 2>/dev/null || echo "${GIT_COMMIT:-unknown}")"
         echo "code_sha256: $(find smh_jax configs scripts train.py -name '*.py' | sort \
             | xargs sha256sum | sha256sum | cut -d' ' -f1)"
-        echo "command: EPOCHS=$EPOCHS PARALLEL=$PARALLEL TIME_LIMIT=$TIME_LIMIT" \
-             "SMOKE=${SMOKE:-0} bash scripts/gpu/cifar10_resnet32_repro.sh"
+        echo "command: PRESET=$NAME EPOCHS=$EPOCHS PARALLEL=$PARALLEL" \
+             "TIME_LIMIT=$TIME_LIMIT SMOKE=${SMOKE:-0} bash scripts/gpu/cifar10_sweep.sh"
     } > "$OUT/version.txt"
     cat "$OUT/version.txt"
     if command -v nvidia-smi >/dev/null; then
