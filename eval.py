@@ -2,6 +2,7 @@
 
     python eval.py --config=configs/resnet32_cifar10_smh.py --workdir=/tmp/resnet32_smh
     python eval.py ... --step=20000 --export_dense=/tmp/resnet32_dense
+    python eval.py ... --export_smh=/tmp/resnet32_artifact    # smh_jax.artifact.load(DIR)
 
 Writes WORKDIR/eval.json (accuracy, top5, loss, step, trainable_params, checkpoint_bytes,
 ...). The config must describe the run that wrote the checkpoint (same model, dataset and
@@ -15,7 +16,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from smh_jax import export
+from smh_jax import artifact, export
 from smh_jax.training import cli, trainer
 
 FLAGS = flags.FLAGS
@@ -23,6 +24,11 @@ flags.DEFINE_string("workdir", None, "The train.py workdir holding checkpoints/.
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
 flags.DEFINE_string("export_dense", None,
                     "Also write the materialized dense model here (Orbax + model.json).")
+flags.DEFINE_string("export_smh", None,
+                    "Also write the compressed artifact here (factors, scales, unhashed "
+                    "params, batch stats, layout; smh_jax.artifact.load rebuilds the model).")
+flags.DEFINE_enum("export_smh_dtype", "float32", list(artifact.FACTOR_DTYPES),
+                  "Storage dtype of the factors in --export_smh (loaded back as float32).")
 flags.DEFINE_enum("weights", "auto", ["auto", "ema", "raw"],
                   "Evaluate the EMA weights (auto: when the run trained with EMA).")
 config_flags.DEFINE_config_file("config", None, "The config the run was trained with.",
@@ -56,13 +62,23 @@ def main(argv):
         # The dense model's float32 weights, for comparison with checkpoint_bytes.
         "dense_params_bytes": 4 * accounting["dense_params"],
     }
+    spec = {"name": config.model.name, "num_classes": experiment.bundle.num_classes,
+            "width_multiplier": float(config.model.width_multiplier),
+            "dtype": config.model.dtype,
+            "overrides": {k: config.model[k] for k in ("dropout_rate", "drop_connect_rate")
+                          if config.model[k] is not None}}
+    if FLAGS.export_smh:
+        if not experiment.bundle.compressed:
+            raise cli.UserError("--export_smh: this run is dense (config.smh.fraction and "
+                                "target_params unset); use --export_dense")
+        sizes = artifact.save(FLAGS.export_smh, experiment.bundle.module,
+                              jax.device_get(variables), spec,
+                              trainer.input_shape(experiment.info), FLAGS.export_smh_dtype)
+        result.update({"export_smh": FLAGS.export_smh, "export_smh_bytes": sizes["bytes"],
+                       "export_smh_dtype": FLAGS.export_smh_dtype,
+                       "ideal_bytes": sizes["ideal_bytes"]})
     if FLAGS.export_dense:
         dense = export.dense_variables(jax.device_get(variables), experiment.bundle.compressed)
-        spec = {"name": config.model.name, "num_classes": experiment.bundle.num_classes,
-                "width_multiplier": float(config.model.width_multiplier),
-                "dtype": config.model.dtype,
-                "overrides": {k: config.model[k] for k in ("dropout_rate", "drop_connect_rate")
-                              if config.model[k] is not None}}
         result["export_dense"] = FLAGS.export_dense
         result["export_dense_bytes"] = export.export_dense(FLAGS.export_dense, dense, spec)
     if jax.process_index() == 0:

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 from flax.core.scope import DenyList
 
+from smh_jax import lean
 from smh_jax import init_sampling
 from smh_jax.core import accounting as accounting_lib
 from smh_jax.core import tree_paths
@@ -71,6 +72,9 @@ class SMH(nn.Module):
 
     model: nn.Module
     options: SMHOptions
+    # Inference memory: materialize each layer's weights right before it runs, from only
+    # the rows of A it needs, instead of the whole dense tree at once (smh_jax/lean.py).
+    per_layer: bool = False
 
     @nn.compact
     def __call__(self, *args, **kwargs):
@@ -101,8 +105,12 @@ class SMH(nn.Module):
         params = self.get_variable("params", PARAM_NAME)
         collections = {c: self.variables[c] for c in self.variables if c != "params"}
         mutable = _inner_mutable(self.scope.mutable)
-        result = inner.apply({"params": materialize_params(params), **collections}, *args,
-                             rngs=rngs, mutable=mutable, **kwargs)
+        if self.per_layer:
+            result = lean.apply_per_layer(inner, params, collections, args, kwargs, rngs,
+                                          mutable)
+        else:
+            result = inner.apply({"params": materialize_params(params), **collections},
+                                 *args, rngs=rngs, mutable=mutable, **kwargs)
         if mutable is False:
             return result
         output, updates = result
@@ -130,10 +138,13 @@ class SMH(nn.Module):
 _jit_materialize = jax.jit(materialize_params)
 
 
-def compress(model: nn.Module, fraction: float | None = None, **options: Any) -> SMH:
+def compress(model: nn.Module, fraction: float | None = None, *, per_layer: bool = False,
+             **options: Any) -> SMH:
     """Wraps `model` so its weights are hashed into `fraction` x N variables (paper Sec. 3).
 
     Options are the fields of `SMHOptions` (pool, include, exclude, modifiers, learn_scale,
     scale_parameterization, target_params, dtype, ...); invalid values raise `UserError`.
+    `per_layer=True` materializes one layer at a time in the forward pass (lean inference).
     """
-    return SMH(model=model, options=SMHOptions(fraction=fraction, **options))
+    return SMH(model=model, options=SMHOptions(fraction=fraction, **options),
+               per_layer=per_layer)

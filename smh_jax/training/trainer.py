@@ -103,10 +103,17 @@ def init_variables(bundle: ModelBundle, shape: tuple[int, ...], rng: jax.Array) 
 
 def create_train_state(bundle: ModelBundle, tx: optax.GradientTransformation,
                        shape: tuple[int, ...], rng: jax.Array, use_ema: bool,
-                       initial_params: Optional[Callable[[Any], Any]] = None) -> TrainState:
-    """A fresh TrainState (jit this with out_shardings to create it directly sharded)."""
+                       initial_params: Optional[Callable[[Any], Any]] = None,
+                       initial_variables: Optional[dict] = None) -> TrainState:
+    """A fresh TrainState (jit this with out_shardings to create it directly sharded).
+
+    `initial_variables` (e.g. the warm start's projection) replace the fresh variables;
+    pass them as a jit argument, not a closure, so they are not embedded as constants.
+    """
     init_rng, state_rng = jax.random.split(rng)
     params, model_state = _split_variables(init_variables(bundle, shape, init_rng))
+    if initial_variables is not None:
+        params, model_state = _split_variables(initial_variables)
     if initial_params is not None:
         params = initial_params(params)
     return new_state(params, model_state, tx.init(params), state_rng, use_ema)
@@ -293,6 +300,31 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                       shardings, fingerprint(config, bundle, abstract_params))
 
 
+def warm_start(experiment: Experiment) -> Optional[dict]:
+    """The projected dense model of config.smh.init_from_dense (computed on the host), or None."""
+    path = experiment.config.smh.init_from_dense
+    if not path:
+        return None
+    from smh_jax.core import projection
+
+    abstract = experiment.abstract_state
+    variables, errors = projection.warm_start(path, abstract.params, abstract.model_state)
+    logging.info("warm start: projected %s onto the factors (relative error of the weights "
+                 "%.4f)", path, errors["overall"])
+    return variables
+
+
+def initial_state(experiment: Experiment,
+                  initial_params: Optional[Callable[[Any], Any]] = None) -> TrainState:
+    """The sharded state a fresh run starts from (the warm start's projection if configured)."""
+    config = experiment.config
+    init = jax.jit(functools.partial(
+        create_train_state, experiment.bundle, experiment.tx, input_shape(experiment.info),
+        use_ema=bool(config.ema_decay), initial_params=initial_params),
+        out_shardings=experiment.state_shardings)
+    return init(jax.random.key(config.seed), initial_variables=warm_start(experiment))
+
+
 def count_params(tree: Any) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
@@ -430,8 +462,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        initial_params: Optional[Callable[[Any], Any]] = None) -> dict[str, Any]:
     """Trains (resuming from WORKDIR if it holds checkpoints), evaluates, writes summary.json.
 
-    `initial_params`, if given, maps freshly initialized params to the starting params
-    (used by the warm start from a dense model); it is ignored when resuming.
+    `initial_params`, if given, maps freshly initialized params to the starting params;
+    it is ignored when resuming, as is config.smh.init_from_dense (the warm start).
     """
     start_time = time.time()
     experiment = build_experiment(config)
@@ -462,11 +494,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         start_step = int(data_state["step"])
         logging.info("resumed from %s at step %d", checkpointer.directory, start_step)
     else:
-        init = jax.jit(functools.partial(
-            create_train_state, experiment.bundle, experiment.tx, input_shape(experiment.info),
-            use_ema=bool(config.ema_decay), initial_params=initial_params),
-            out_shardings=experiment.state_shardings)
-        state = init(jax.random.key(config.seed))
+        state = initial_state(experiment, initial_params)
         start_step = 0
 
     train_iter = experiment.source.train_iterator(
@@ -550,6 +578,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             config.smh.fraction or None),
         "target_params": config.smh.target_params if experiment.bundle.compressed else None,
         "pool": config.smh.pool if experiment.bundle.compressed else None,
+        "init_from_dense": config.smh.init_from_dense or None,
         "width_multiplier": float(config.model.width_multiplier),
         "dense_params": accounting["dense_params"],
         "trainable_params": accounting["trainable_params"],

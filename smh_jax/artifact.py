@@ -1,0 +1,336 @@
+"""The compressed artifact: only what rebuilds an SMH model, loadable without its config.
+
+    artifact.save(DIR, compressed_module, variables, model_spec, input_shape)
+    module, variables = artifact.load(DIR)          # no config, no checkpoint
+    logits = module.apply(variables, x, train=False)
+
+DIR holds `smh.json` (format version, the registry model spec, the SMH options, the full
+layout: hashed paths in creation order with shapes, offsets and init statistics, every
+parameter path, pool with n and M, index store, modifiers, scale parameterization, ...,
+and the shapes and dtypes of the stored arrays) and `arrays/`, an Orbax checkpoint (the
+project's one checkpoint tool, default settings) of the factors, the per-layer scales,
+the unhashed parameters and the other collections (batch statistics). Optimizer state,
+EMA copies and the data-iterator position, which a training checkpoint also holds, are
+left out. `factor_dtype='bfloat16'` stores the factors in half the bytes; they are cast
+back to float32 on load.
+
+`load` checks the metadata against the architecture the registry builds (every path and
+shape) and against the stored arrays, so a missing or tampered field is a `UserError`
+naming it rather than a wrong model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smh_jax import models
+from smh_jax.compress import PARAM_NAME, SMH, smh_params_of
+from smh_jax.core import tree_paths
+from smh_jax.core.layout import HashedTensor, Layout
+from smh_jax.core.options import SMHOptions
+from smh_jax.core.params import SMHParams
+from smh_jax.core.pools import HashPool, KroneckerPool, MetaPool, ProductPool
+from smh_jax.errors import UserError
+
+FORMAT = "smh_jax.artifact"
+VERSION = 1
+METADATA_FILE = "smh.json"
+ARRAYS_DIR = "arrays"
+FACTOR_DTYPES = ("float32", "bfloat16")
+_POOLS = {"product": ProductPool, "kronecker": KroneckerPool, "hash": HashPool,
+          "meta": MetaPool}
+
+
+# ----------------------------------------------------------------------------- layout <-> JSON
+
+
+def _pool_to_json(pool: Any) -> dict[str, Any]:
+    out = {}
+    for field in dataclasses.fields(pool):
+        value = getattr(pool, field.name)
+        out[field.name] = [_pool_to_json(p) for p in value] if field.name == "pools" else value
+    return out
+
+
+def _pool_from_json(data: dict[str, Any]) -> Any:
+    cls = _POOLS.get(data.get("kind"))
+    if cls is None:
+        raise UserError(f"layout.pool.kind: {data.get('kind')!r} is not one of "
+                        f"{', '.join(_POOLS)}")
+    values = dict(data)
+    if cls is MetaPool:
+        values["pools"] = tuple(_pool_from_json(p) for p in values.get("pools", ()))
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(values) != names:
+        missing = sorted(names - set(values)) or sorted(set(values) - names)
+        raise UserError(f"layout.pool: field {missing[0]!r} is missing or unknown for a "
+                        f"{data['kind']} pool (expected {', '.join(sorted(names))})")
+    return cls(**values)
+
+
+def layout_to_json(layout: Layout) -> dict[str, Any]:
+    """Every field of the layout, JSON-ready (floats round-trip exactly)."""
+    return {
+        "hashed": [{"path": t.path, "shape": list(t.shape), "dtype": t.dtype,
+                    "offset": t.offset, "init_std": t.init_std,
+                    "init_kurtosis": t.init_kurtosis} for t in layout.hashed],
+        "param_order": [[p, h] for p, h in layout.param_order],
+        "pool": _pool_to_json(layout.pool),
+        "index_store": layout.index_store, "pad_value": layout.pad_value,
+        "modifiers": list(layout.modifiers), "learn_scale": layout.learn_scale,
+        "scale_parameterization": layout.scale_parameterization,
+        "fan_out_gain": layout.fan_out_gain, "bounded_init": layout.bounded_init,
+        "dtype": layout.dtype, "requested": list(layout.requested),
+    }
+
+
+def _field(data: dict[str, Any], key: str, where: str) -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise UserError(f"{METADATA_FILE}: {where}{key} is missing")
+    return data[key]
+
+
+def layout_from_json(data: dict[str, Any]) -> Layout:
+    """The Layout back from `layout_to_json`; UserError naming a missing/inconsistent field."""
+    get = lambda d, k, w="layout.": _field(d, k, w)  # noqa: E731
+    hashed, offset = [], 0
+    for i, t in enumerate(get(data, "hashed")):
+        where = f"layout.hashed[{i}]."
+        tensor = HashedTensor(
+            path=get(t, "path", where), shape=tuple(int(d) for d in get(t, "shape", where)),
+            dtype=get(t, "dtype", where), offset=int(get(t, "offset", where)),
+            init_std=float(get(t, "init_std", where)),
+            init_kurtosis=float(get(t, "init_kurtosis", where)))
+        if tensor.offset != offset:
+            raise UserError(f"{METADATA_FILE}: {where}offset is {tensor.offset} for "
+                            f"{tensor.path!r}; the tensors before it end at {offset}")
+        offset += tensor.size
+        hashed.append(tensor)
+    order = tuple((str(p), bool(h)) for p, h in get(data, "param_order"))
+    if [t.path for t in hashed] != [p for p, h in order if h]:
+        raise UserError(f"{METADATA_FILE}: layout.param_order does not list the hashed "
+                        "tensors of layout.hashed, in that order")
+    pool = _pool_from_json(get(data, "pool"))
+    requested = get(data, "requested")
+    layout = Layout(
+        hashed=tuple(hashed), param_order=order, pool=pool,
+        index_store=get(data, "index_store"), pad_value=float(get(data, "pad_value")),
+        modifiers=tuple(get(data, "modifiers")), learn_scale=bool(get(data, "learn_scale")),
+        scale_parameterization=get(data, "scale_parameterization"),
+        fan_out_gain=float(get(data, "fan_out_gain")),
+        bounded_init=bool(get(data, "bounded_init")), dtype=get(data, "dtype"),
+        requested=(str(requested[0]), float(requested[1])))
+    if layout.index_store == "basic" and pool.virtual_size < layout.num_hashed:
+        raise UserError(f"{METADATA_FILE}: layout.pool generates {pool.virtual_size} virtual "
+                        f"weights, fewer than the {layout.num_hashed} hashed ones")
+    return layout
+
+
+def _options_to_json(options: SMHOptions) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(options).items()}
+
+
+def _options_from_json(data: dict[str, Any]) -> SMHOptions:
+    names = {f.name for f in dataclasses.fields(SMHOptions)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"{METADATA_FILE}: options.{unknown[0]} is not an SMH option")
+    return SMHOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def _nbytes(tree: Any) -> int:
+    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
+
+
+def directory_bytes(path: str) -> int:
+    """Bytes of every file under `path` (what the artifact costs on disk)."""
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+def save(directory: str, module: SMH, variables: dict[str, Any], model_spec: dict[str, Any],
+         input_shape: tuple[int, ...], factor_dtype: str = "float32") -> dict[str, Any]:
+    """Writes the artifact; returns its sizes: bytes (on disk), array_bytes, ideal_bytes.
+
+    `model_spec` is what the registry builds the architecture from: name, num_classes,
+    width_multiplier, dtype, overrides (as `eval.py --export_dense` writes in model.json);
+    `input_shape` an example input's shape (NHWC), used to check the layout on load.
+    """
+    import orbax.checkpoint as ocp
+
+    if factor_dtype not in FACTOR_DTYPES:
+        raise UserError(f"factor dtype {factor_dtype!r} is not one of {', '.join(FACTOR_DTYPES)}")
+    directory = os.path.abspath(directory)
+    if os.path.exists(os.path.join(directory, METADATA_FILE)):
+        raise UserError(f"--export_smh {directory!r} already holds an artifact; choose a new "
+                        "directory (nothing was overwritten)")
+    params = jax.device_get(smh_params_of(variables["params"]))
+    pool = {k: np.asarray(v).astype(factor_dtype) for k, v in params.pool.items()}
+    arrays = {"pool": pool, "modifiers": params.modifiers, "unhashed": params.unhashed,
+              **{c: jax.device_get(t) for c, t in variables.items() if c != "params"}}
+    array_info = {
+        tree_paths.path_str(p): {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
+        for p, v in tree_paths.ordered_items(arrays)}
+    trainable = sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params))
+    metadata = {
+        "format": FORMAT, "version": VERSION,
+        "model": {"name": model_spec["name"], "num_classes": int(model_spec["num_classes"]),
+                  "width_multiplier": float(model_spec.get("width_multiplier", 1.0)),
+                  "dtype": str(model_spec.get("dtype", "float32")),
+                  "overrides": dict(model_spec.get("overrides", {}))},
+        "input_shape": [int(d) for d in input_shape],
+        "options": _options_to_json(module.options),
+        "layout": layout_to_json(params.layout),
+        "collections": [c for c in variables if c != "params"],
+        "arrays": array_info,
+        "trainable_params": int(trainable),
+    }
+    os.makedirs(directory, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(directory, ARRAYS_DIR), arrays)
+    checkpointer.wait_until_finished()
+    if jax.process_index() == 0:
+        with open(os.path.join(directory, METADATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=1)
+    return {"bytes": directory_bytes(directory), "array_bytes": _nbytes(arrays),
+            "ideal_bytes": 4 * int(trainable), "trainable_params": int(trainable),
+            "factor_dtype": factor_dtype}
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def read_metadata(directory: str) -> dict[str, Any]:
+    """smh.json of an artifact, with its format and version checked."""
+    path = os.path.join(os.path.abspath(directory), METADATA_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{directory!r} is not an SMH artifact (no {METADATA_FILE})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise UserError(f"{path}: format is {metadata.get('format')!r}, expected {FORMAT!r}")
+    if metadata.get("version") != VERSION:
+        raise UserError(f"{path}: version {metadata.get('version')!r} is not supported "
+                        f"(this code reads version {VERSION})")
+    return metadata
+
+
+def _abstract_dense(module: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    return jax.eval_shape(lambda: module.init(rngs, jnp.zeros(input_shape), train=False))
+
+
+def _check_against_model(layout: Layout, dense: dict[str, Any]) -> None:
+    """Every hashed and unhashed path and shape of the layout against the architecture."""
+    shapes = {tree_paths.path_str(p): tuple(v.shape)
+              for p, v in tree_paths.ordered_items(dense["params"])}
+    hashed = {t.path: t.shape for t in layout.hashed}
+    listed = [p for p, _ in layout.param_order]
+    for path in listed:
+        if path not in shapes:
+            raise UserError(f"{METADATA_FILE}: layout names {path!r}, which the model does not "
+                            "have")
+        if path in hashed and hashed[path] != shapes[path]:
+            raise UserError(f"{METADATA_FILE}: layout gives {path!r} shape {hashed[path]}; the "
+                            f"model's is {shapes[path]}")
+    extra = sorted(set(shapes) - set(listed))
+    if extra:
+        raise UserError(f"{METADATA_FILE}: layout.param_order lacks the model's {extra[0]!r}")
+
+
+def _restore_target(layout: Layout, metadata: dict[str, Any], dense: dict[str, Any]) -> dict:
+    """Shapes and dtypes the arrays must have, from the layout and the model (not the file)."""
+    hashed = {t.path for t in layout.hashed}
+    unhashed = [(p, v) for p, v in tree_paths.ordered_items(dense["params"])
+                if tree_paths.path_str(p) not in hashed]
+    count = len(layout.hashed)
+    stored = {k: v.get("dtype") for k, v in _field(metadata, "arrays", "").items()}
+    pool_shapes = jax.eval_shape(lambda: layout.pool.init(jax.random.key(0), 1.0, False))
+    target = {
+        "pool": {k: jax.ShapeDtypeStruct(v.shape, jnp.dtype(stored.get(f"pool/{k}", "float32")))
+                 for k, v in pool_shapes.items()},
+        "modifiers": {m: jax.ShapeDtypeStruct((count,), jnp.float32)
+                      for m in _learnable(layout)},
+        "unhashed": tree_paths.nest(unhashed),
+    }
+    for collection in _field(metadata, "collections", ""):
+        if collection not in dense:
+            raise UserError(f"{METADATA_FILE}: collections lists {collection!r}, which the "
+                            "model does not have")
+        target[collection] = dense[collection]
+    return target
+
+
+def _learnable(layout: Layout) -> tuple[str, ...]:
+    from smh_jax.core.modifiers import learnable
+
+    return learnable(layout)
+
+
+def _check_arrays(directory: str, target: dict[str, Any]) -> None:
+    """The stored arrays' shapes against the target's, naming the first mismatch."""
+    import orbax.checkpoint as ocp
+
+    metadata = ocp.StandardCheckpointer().metadata(directory)
+    stored = {tree_paths.path_str(p): tuple(m.shape) for p, m in
+              tree_paths.ordered_items(dict(getattr(metadata, "item_metadata", metadata)))}
+    for p, leaf in tree_paths.ordered_items(target):
+        path = tree_paths.path_str(p)
+        if path not in stored:
+            raise UserError(f"{directory}: the stored arrays lack {path!r}")
+        if stored[path] != tuple(leaf.shape):
+            raise UserError(f"{directory}: stored {path!r} has shape {stored[path]}; the "
+                            f"metadata implies {tuple(leaf.shape)}")
+
+
+def load(directory: str, per_layer: bool = False) -> tuple[SMH, dict[str, Any]]:
+    """(module, variables) rebuilt from the artifact alone; module.apply(variables, x, ...).
+
+    `per_layer=True` returns the module that materializes one layer at a time.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(directory)
+    metadata = read_metadata(directory)
+    spec = _field(metadata, "model", "")
+    base = models.create(_field(spec, "name", "model."),
+                         num_classes=_field(spec, "num_classes", "model."),
+                         width_multiplier=_field(spec, "width_multiplier", "model."),
+                         dtype=jnp.dtype(_field(spec, "dtype", "model.")),
+                         **_field(spec, "overrides", "model."))
+    layout = layout_from_json(_field(metadata, "layout", ""))
+    options = _options_from_json(_field(metadata, "options", ""))
+    dense = _abstract_dense(base, tuple(_field(metadata, "input_shape", "")))
+    _check_against_model(layout, dense)
+    target = _restore_target(layout, metadata, dense)
+    arrays_dir = os.path.join(directory, ARRAYS_DIR)
+    if not os.path.isdir(arrays_dir):
+        raise UserError(f"{directory!r} lacks its arrays ({ARRAYS_DIR}/)")
+    _check_arrays(arrays_dir, target)
+    device = jax.devices()[0]
+    with_sharding = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                       sharding=jax.sharding.SingleDeviceSharding(device)),
+        target)
+    arrays = ocp.StandardCheckpointer().restore(arrays_dir, with_sharding)
+    params = SMHParams(pool={k: v.astype(jnp.float32) for k, v in arrays["pool"].items()},
+                       modifiers=dict(arrays["modifiers"]), unhashed=arrays["unhashed"],
+                       layout=layout)
+    variables = {"params": {PARAM_NAME: params},
+                 **{c: arrays[c] for c in metadata["collections"]}}
+    return SMH(model=base, options=options, per_layer=per_layer), variables

@@ -1,0 +1,291 @@
+"""Warm start: project a trained dense model onto the SMH factors (truncated SVD).
+
+The product pool's virtual matrix A @ B has rank at most M, so the best starting point
+for fine-tuning a compressed copy of a trained dense model is the best rank-M
+approximation of the dense model's tiled weight matrix (Eckart-Young):
+
+1. Each hashed tensor W_l is divided by its own scale r_l = RMS(W_l) = ||W_l||_F / sqrt(size)
+   (so a layer with large weights does not dominate the fit; every layer's values enter
+   with unit RMS), and the normalized tensors are tiled row-major, in the layout's order,
+   into the n x n matrix X (zero tail past N).
+2. Truncated SVD X = U S V^T; A = U_M sqrt(S_M), B = sqrt(S_M) V_M^T, so A @ B = X_M, the
+   best rank-M approximation of X in Frobenius norm.
+3. Each layer's learnable multiplier is set to the least-squares scale of its slice P_l of
+   X_M: s_l = <W_l, P_l> / ||P_l||^2. At s_l = r_l the objective sum_l ||W_l - s_l P_l||^2 /
+   r_l^2 is exactly what the SVD minimized; the per-layer refit can only lower it (it is
+   separable per layer), and it lowers every layer's own error too. With the default
+   `scale_parameterization='norm'` the stored variable is s_l sqrt(size_l), i.e. about
+   ||W_l||_F.
+
+If the layout has no learnable multiplier (`learn_scale=False`), the fixed multipliers c_l
+(the init stds, fan-out scales) replace r_l in step 1 and there is no refit: the weights
+are then c_l P_l, and X_M minimizes sum_l ||W_l - c_l P_l||^2 / c_l^2 over rank-M matrices.
+
+Only the product pool is projected (the others are not low-rank factorizations); the
+nonlinear modifiers (`relu`, `sign`) are refused. Unhashed parameters (BatchNorm) and the
+other collections (batch_stats) are copied from the dense model.
+
+Pure functions of a Layout and numpy arrays; `warm_start` adds the loading of a dense
+train.py workdir or an `eval.py --export_dense` directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import jax
+import numpy as np
+
+from smh_jax.core import modifiers as modifiers_lib
+from smh_jax.core import tree_paths
+from smh_jax.core.layout import Layout
+from smh_jax.core.params import SMHParams
+from smh_jax.core.pools import ProductPool
+from smh_jax.errors import UserError
+
+_LINEAR_MODIFIERS = ("scale", "fan_out_scale", "learned_fan_out_scale", "learned_scalar")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_projectable(layout: Layout) -> None:
+    """UserError unless the layout is a product pool with only multiplicative modifiers."""
+    if not isinstance(layout.pool, ProductPool):
+        raise UserError(
+            f"smh.pool: {layout.pool.kind!r} cannot be initialized from a dense model; the "
+            "warm start projects onto the product pool (A @ B) only; use pool='product'")
+    if layout.pool.virtual_size < layout.num_hashed:
+        raise UserError(
+            f"smh.side: the {layout.pool.side} x {layout.pool.side} virtual matrix does not "
+            f"cover the {layout.num_hashed} hashed weights ('{layout.index_store}' index "
+            "store); the warm start needs side >= ceil(sqrt(N))")
+    for name in layout.modifiers:
+        if name not in _LINEAR_MODIFIERS:
+            raise UserError(
+                f"smh.modifiers: {name!r} is not linear, so a dense model cannot be projected "
+                f"onto it; the warm start allows {', '.join(_LINEAR_MODIFIERS)}")
+
+
+def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {tree_paths.path_str(p): leaf for p, leaf in tree_paths.ordered_items(tree)}
+
+
+def check_dense_params(layout: Layout, dense_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Every parameter of the layout, by path, as numpy; UserError naming the bad path."""
+    flat = _flat(dense_params)
+    expected = {t.path: t.shape for t in layout.hashed}
+    out = {}
+    for path, _ in layout.param_order:
+        if path not in flat:
+            raise UserError(f"dense params: {path!r} is missing; the compressed model needs "
+                            f"every parameter of the architecture it wraps")
+        value = np.asarray(flat[path])
+        if path in expected and tuple(value.shape) != expected[path]:
+            raise UserError(f"dense params: {path!r} has shape {tuple(value.shape)}; the "
+                            f"compressed model's layout has {expected[path]}")
+        out[path] = value
+    extra = [p for p in flat if p not in out]
+    if extra:
+        raise UserError(f"dense params: {extra[0]!r} is not a parameter of the compressed "
+                        f"model ({len(extra)} unexpected); is this the same architecture?")
+    return out
+
+
+# ----------------------------------------------------------------------------- maths
+
+
+def _fixed_multipliers(layout: Layout) -> np.ndarray:
+    """Product of every multiplier the projection does not set, at its initial value."""
+    learned = modifiers_lib.learnable(layout)
+    chosen = _chosen_modifier(layout)
+    out = np.ones(len(layout.hashed), np.float64)
+    for i, tensor in enumerate(layout.hashed):
+        for name in layout.modifiers:
+            if name == chosen:
+                continue
+            if name in learned or name in ("scale", "fan_out_scale"):
+                out[i] *= modifiers_lib._initial_value(name, tensor, layout)
+    return out
+
+
+def _chosen_modifier(layout: Layout) -> Optional[str]:
+    """The learnable multiplier the projection sets: 'scale' if learnable, else the first."""
+    learned = modifiers_lib.learnable(layout)
+    if "scale" in learned:
+        return "scale"
+    return learned[0] if learned else None
+
+
+def layer_scales(layout: Layout, dense: Mapping[str, np.ndarray]) -> np.ndarray:
+    """r_l, what each hashed tensor is divided by before tiling (see the module doc).
+
+    The RMS of the dense tensor when the layout has a learnable multiplier; otherwise the
+    fixed multiplier the model applies to the slice. 0 for an all-zero tensor.
+    """
+    if _chosen_modifier(layout) is None:
+        return _fixed_multipliers(layout)
+    return np.array([math.sqrt(float(np.mean(np.square(dense[t.path], dtype=np.float64))))
+                     for t in layout.hashed])
+
+
+def tiled_matrix(layout: Layout, dense: Mapping[str, np.ndarray],
+                 scales: np.ndarray) -> np.ndarray:
+    """The n x n float64 matrix of W_l / r_l, row-major in layout order, zero tail."""
+    side = layout.pool.side
+    flat = np.zeros(side * side, np.float64)
+    for tensor, r in zip(layout.hashed, scales, strict=True):
+        if r > 0:
+            flat[tensor.offset:tensor.offset + tensor.size] = (
+                np.asarray(dense[tensor.path], np.float64).reshape(-1) / r)
+    return flat.reshape(side, side)
+
+
+def rank_factors(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """A = U_M sqrt(S_M), B = sqrt(S_M) V_M^T: A @ B is the best rank-M approximation.
+
+    A rank above the matrix's side is padded with zero columns / rows (they contribute
+    nothing and, both being zero, stay at zero under gradient descent).
+    """
+    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    keep = min(rank, s.shape[0])
+    root = np.sqrt(s[:keep])
+    a = np.zeros((matrix.shape[0], rank), np.float64)
+    b = np.zeros((rank, matrix.shape[1]), np.float64)
+    a[:, :keep] = u[:, :keep] * root
+    b[:keep] = root[:, None] * vt[:keep]
+    return a, b
+
+
+def project(layout: Layout, dense_params: Mapping[str, Any]) -> SMHParams:
+    """SMH params whose materialization best approximates `dense_params` (module doc)."""
+    check_projectable(layout)
+    dense = check_dense_params(layout, dense_params)
+    scales = layer_scales(layout, dense)
+    a, b = rank_factors(tiled_matrix(layout, dense, scales), layout.pool.rank)
+    virtual = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float64).reshape(-1)
+    chosen = _chosen_modifier(layout)
+    stored = modifiers_lib.init_params(layout)  # initial values of every learnable one
+    if chosen is not None:
+        fixed = _fixed_multipliers(layout)
+        values = np.zeros(len(layout.hashed), np.float64)
+        for i, tensor in enumerate(layout.hashed):
+            piece = virtual[tensor.offset:tensor.offset + tensor.size]
+            norm2 = float(piece @ piece)
+            weights = dense[tensor.path].reshape(-1).astype(np.float64)
+            best = float(piece @ weights) / norm2 if norm2 > 0 else scales[i]
+            values[i] = best / fixed[i] if fixed[i] != 0 else 0.0
+        divisors = modifiers_lib.parameterization_divisors(layout).astype(np.float64)
+        stored = {**stored, chosen: (values * divisors).astype(np.float32)}
+    hashed = {t.path for t in layout.hashed}
+    unhashed = [(tuple(p.split("/")), dense[p]) for p, _ in layout.param_order if p not in hashed]
+    return SMHParams(
+        pool={"a": a.astype(np.float32), "b": b.astype(np.float32)},
+        modifiers={k: np.asarray(v, np.float32) for k, v in stored.items()},
+        unhashed=tree_paths.nest(unhashed), layout=layout)
+
+
+def relative_errors(params: SMHParams, dense_params: Mapping[str, Any]) -> dict[str, Any]:
+    """||W - W_hat|| / ||W|| overall and per hashed tensor (what the projection lost)."""
+    from smh_jax.core.materialize import hashed_tensors  # jax path, kept out of the maths
+
+    dense = check_dense_params(params.layout, dense_params)
+    approx = {k: np.asarray(v, np.float64) for k, v in
+              hashed_tensors(jax.tree.map(np.asarray, params), "float32").items()}
+    per, total_err, total_norm = {}, 0.0, 0.0
+    for t in params.layout.hashed:
+        w = dense[t.path].astype(np.float64)
+        err, norm = float(np.sum((w - approx[t.path]) ** 2)), float(np.sum(w ** 2))
+        per[t.path] = math.sqrt(err / norm) if norm > 0 else math.sqrt(err)
+        total_err, total_norm = total_err + err, total_norm + norm
+    return {"overall": math.sqrt(total_err / total_norm) if total_norm else 0.0,
+            "per_tensor": per}
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _restore_numpy(directory: str) -> dict[str, Any]:
+    """An Orbax pytree checkpoint, restored on the host as numpy (any device count)."""
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(directory)
+    tree = getattr(metadata, "item_metadata", metadata)
+    tree = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), dict(tree))
+    return dict(checkpointer.restore(directory, args=ocp.args.PyTreeRestore(restore_args=tree)))
+
+
+def load_dense_variables(path: str) -> dict[str, Any]:
+    """{'params': ..., <collections>} of a dense model, as numpy arrays.
+
+    `path` is an `eval.py --export_dense` directory (model.json + variables/) or a dense
+    train.py workdir (its newest checkpoint; the EMA weights if the run kept them).
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "variables")) and os.path.isfile(
+            os.path.join(path, "model.json")):
+        return _restore_numpy(os.path.join(path, "variables"))
+    checkpoints = os.path.join(path, "checkpoints")
+    steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit()) if os.path.isdir(
+        checkpoints) else []
+    if not steps:
+        raise UserError(
+            f"config.smh.init_from_dense: {path!r} is neither an eval.py --export_dense "
+            "directory (model.json + variables/) nor a train.py workdir with checkpoints")
+    step_dir = os.path.join(checkpoints, str(steps[-1]))
+    meta_file = os.path.join(step_dir, "meta", "metadata")
+    if os.path.isfile(meta_file):
+        with open(meta_file, encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta.get("smh"):
+            raise UserError(
+                f"config.smh.init_from_dense: {path!r} is the workdir of an SMH run; write its "
+                "dense model with eval.py --export_dense=DIR and pass DIR")
+    state = _restore_numpy(os.path.join(step_dir, "state"))
+    if state.get("ema_params"):
+        return {"params": state["ema_params"], **state["ema_model_state"]}
+    return {"params": state["params"], **state["model_state"]}
+
+
+def _match_collections(dense: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
+    """The dense model's non-param collections, checked against the compressed model's."""
+    out = {}
+    for collection, tree in like.items():
+        if collection not in dense:
+            raise UserError(f"dense variables: collection {collection!r} is missing")
+        got = _flat(dense[collection])
+        items = []
+        for p, leaf in tree_paths.ordered_items(tree):
+            key = tree_paths.path_str(p)
+            if key not in got or tuple(np.shape(got[key])) != tuple(leaf.shape):
+                raise UserError(f"dense variables: {collection}/{key} is missing or has shape "
+                                f"{np.shape(got.get(key))}; expected {tuple(leaf.shape)}")
+            items.append((p, np.asarray(got[key], leaf.dtype)))
+        out[collection] = tree_paths.nest(items)
+    return out
+
+
+def warm_start(path: str, abstract_params: Any, abstract_model_state: Mapping[str, Any]
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({'params': {'smh': projected SMHParams}, <collections>}, relative_errors).
+
+    The variables are what the trainer's init starts from; `abstract_params` are the
+    compressed model's (shapes only) and its layout is reused as is, so the result has
+    exactly the structure the jitted init produces.
+    """
+    from smh_jax.compress import PARAM_NAME, smh_params_of
+
+    layout = smh_params_of(abstract_params).layout
+    dense = load_dense_variables(path)
+    try:
+        params = project(layout, dense["params"])
+    except UserError as e:
+        raise UserError(f"config.smh.init_from_dense={path!r}: {e}") from None
+    variables = {"params": {PARAM_NAME: params},
+                 **_match_collections(dense, abstract_model_state)}
+    return variables, relative_errors(params, dense["params"])
