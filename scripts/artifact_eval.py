@@ -6,8 +6,9 @@
 The config only supplies the evaluation data (dataset, eval split, batch size, compute
 dtype); the model, its layout and every variable come from `smh_jax.artifact.load(DIR)`.
 For each artifact: accuracy, top5, loss, bytes on disk, factor dtype; with --per_layer
-also the accuracy of the same artifact with per-layer materialization. This is how the
-accuracy change of bfloat16 factor storage is measured (compare with the float32 one).
+also the accuracy of the same artifact with per-layer materialization; with
+--recast=bfloat16 also a copy of each artifact with bfloat16 factors (DIR_bfloat16),
+written and evaluated: the accuracy change of bfloat16 factor storage.
 """
 
 import dataclasses
@@ -29,6 +30,8 @@ from smh_jax.training import cli, trainer  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_list("artifacts", None, "Artifact directories (eval.py --export_smh).")
 flags.DEFINE_bool("per_layer", False, "Also evaluate with per-layer materialization.")
+flags.DEFINE_string("recast", None, "Also write and evaluate DIR_<dtype>, a copy of each "
+                    "artifact with its factors stored in this dtype (e.g. bfloat16).")
 flags.DEFINE_string("out", None, "Also write the JSON result here.")
 config_flags.DEFINE_config_file("config", None, "Supplies the evaluation data.",
                                 lock_config=True)
@@ -45,8 +48,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     experiment = trainer.build_experiment(FLAGS.config)
+    directories = list(FLAGS.artifacts)
+    if FLAGS.recast:
+        for source in FLAGS.artifacts:
+            target = f"{source.rstrip('/')}_{FLAGS.recast}"
+            artifact.recast(source, target, FLAGS.recast)
+            directories.append(target)
     results = []
-    for directory in FLAGS.artifacts:
+    for directory in directories:
         metadata = artifact.read_metadata(directory)
         dtypes = {v["dtype"] for k, v in metadata["arrays"].items() if k.startswith("pool/")}
         result = {"artifact": directory, "bytes": artifact.directory_bytes(directory),

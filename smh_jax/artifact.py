@@ -334,3 +334,16 @@ def load(directory: str, per_layer: bool = False) -> tuple[SMH, dict[str, Any]]:
     variables = {"params": {PARAM_NAME: params},
                  **{c: arrays[c] for c in metadata["collections"]}}
     return SMH(model=base, options=options, per_layer=per_layer), variables
+
+
+def recast(source: str, destination: str, factor_dtype: str) -> dict[str, Any]:
+    """A copy of artifact `source` with the factors stored in `factor_dtype` (returns sizes).
+
+    E.g. the bfloat16 copy of a float32 export, without the training checkpoint. From a
+    bfloat16 artifact back to float32 the factors stay bfloat16-rounded.
+    """
+    metadata = read_metadata(source)
+    module, variables = load(source)
+    return save(destination, module, variables, metadata["model"],
+                tuple(metadata["input_shape"]), factor_dtype)
+

@@ -63,6 +63,12 @@ def test_bfloat16_factors_halve_the_factor_bytes(saved):
     for k, v in pool.items():  # exactly the bfloat16 rounding of the trained factors
         original = variables["params"]["smh"].pool[k]
         np.testing.assert_array_equal(v, original.astype(jnp.bfloat16).astype(jnp.float32))
+    # The bfloat16 copy of the float32 artifact holds the same arrays.
+    recast = artifact.recast(str(root / "f32"), str(root / "recast"), "bfloat16")
+    assert recast["array_bytes"] == half["array_bytes"]
+    _, copied = artifact.load(str(root / "recast"))
+    for a, b in zip(jax.tree.leaves(copied), jax.tree.leaves(loaded), strict=True):
+        np.testing.assert_array_equal(a, b)
     # A per-layer module from the same artifact computes the same model.
     lean_module, _ = artifact.load(str(root / "bf16"), per_layer=True)
     np.testing.assert_allclose(lean_module.apply(loaded, X, train=False),

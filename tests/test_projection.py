@@ -112,6 +112,17 @@ def test_projection_is_the_optimal_rank_m_approximation(parameterization):
             np.testing.assert_array_equal(flat_weights[path], flat_dense[path])
 
 
+def test_device_svd_matches_the_host_svd():
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(40, 40)) * np.geomspace(1, 1e-3, 40)
+    host = projection.rank_factors(matrix, 7, on_device=False)
+    device = projection.rank_factors(matrix, 7, on_device=True)
+    np.testing.assert_allclose(device[0] @ device[1], host[0] @ host[1], atol=1e-5)
+    padded = projection.rank_factors(matrix[:5, :5], 7, on_device=False)
+    assert padded[0].shape == (5, 7) and not padded[0][:, 5:].any()
+    np.testing.assert_allclose(padded[0] @ padded[1], matrix[:5, :5], atol=1e-12)
+
+
 @pytest.mark.parametrize("options", [{}, {"scale_parameterization": "direct"},
                                      {"learn_scale": False},
                                      {"modifiers": ("fan_out_scale", "learned_scalar")}])

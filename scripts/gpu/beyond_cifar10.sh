@@ -9,9 +9,9 @@
 #      (scripts/warm_start_eval.py --bn_batches);
 #   C. fine-tunes from the projection for FT_EPOCHS (~10% of EPOCHS) at each LR of
 #      FT_LRS, all at once; then the compressed artifact of the 25% fine-tune
-#      (eval.py --export_smh, float32 and bfloat16 factors) next to the dense export,
-#      each artifact evaluated from the artifact alone, also per layer
-#      (scripts/artifact_eval.py);
+#      (eval.py --export_smh) next to the dense export (--export_dense), its bfloat16
+#      copy, both evaluated from the artifact alone, also per layer
+#      (scripts/artifact_eval.py --recast=bfloat16 --per_layer);
 #   D. results.json / results.md (every accuracy, the artifact bytes) into $OUT.
 #
 #   Prepare here:  bash scripts/gpu/prepare_carry.sh        (.whl/ and data_local/)
@@ -22,8 +22,8 @@
 # SMOKE=1 keeps every step of the device path but trains a few steps of batch 32 on a
 # 512-image slice in float32. Knobs: EPOCHS (30), FT_EPOCHS (3), FT_LRS ("0.4 0.04"),
 # ROOT (workdirs; only logs and JSON go to $OUT), NPZ, STAGE_LIMIT (seconds a process may
-# take), EXPORT_DEADLINE (430: skip the exports if stages A-C ran past it, so the collection
-# still happens inside the device's 600 s).
+# take), EXPORT_DEADLINE (430: skip the exports if stages A-C ran past it), DEADLINE (560:
+# the exports stop by then, so the collection still happens inside the device's 600 s).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -130,24 +130,22 @@ main() {
 
 exports() {
     echo "$(elapsed) C: compressed artifact of the 25% fine-tune next to the dense export"
-    local lr
+    local lr ft left
     lr=$(echo "$FT_LRS" | cut -d' ' -f1)
-    local ft="$ROOT/finetune_0.25_lr$lr"
-    rm -rf "$ROOT/artifact_f32" "$ROOT/artifact_bf16" "$ROOT/dense_export"
-    timeout -k 10 "$STAGE_LIMIT" "$PYTHON" eval.py --config="$FT_CFG" "${SETS[@]}" \
+    ft="$ROOT/finetune_0.25_lr$lr"
+    rm -rf "$ROOT/artifact" "$ROOT/artifact_bfloat16" "$ROOT/dense_export"
+    left=$(( ${DEADLINE:-560} - ($(date +%s) - START) ))
+    timeout -k 5 "$left" "$PYTHON" eval.py --config="$FT_CFG" "${SETS[@]}" \
         --config.smh.fraction=0.25 --config.smh.init_from_dense="$ROOT/dense" \
         --config.optimizer.learning_rate="$lr" --workdir="$ft" \
-        --export_smh="$ROOT/artifact_f32" --export_dense="$ROOT/dense_export" \
-        > "$OUT/export_f32.log" 2>&1 && cp "$ft/eval.json" "$OUT/export_f32.eval.json"
-    timeout -k 10 "$STAGE_LIMIT" "$PYTHON" eval.py --config="$FT_CFG" "${SETS[@]}" \
-        --config.smh.fraction=0.25 --config.smh.init_from_dense="$ROOT/dense" \
-        --config.optimizer.learning_rate="$lr" --workdir="$ft" \
-        --export_smh="$ROOT/artifact_bf16" --export_smh_dtype=bfloat16 \
-        > "$OUT/export_bf16.log" 2>&1 && cp "$ft/eval.json" "$OUT/export_bf16.eval.json"
-    timeout -k 10 "$STAGE_LIMIT" "$PYTHON" scripts/artifact_eval.py --config="$FT_CFG" \
-        "${SETS[@]}" --artifacts="$ROOT/artifact_f32,$ROOT/artifact_bf16" --per_layer \
+        --export_smh="$ROOT/artifact" --export_dense="$ROOT/dense_export" \
+        > "$OUT/export.log" 2>&1 && cp "$ft/eval.json" "$OUT/export.eval.json"
+    echo "$(elapsed) export exit $?"
+    left=$(( ${DEADLINE:-560} - ($(date +%s) - START) ))
+    timeout -k 5 "$left" "$PYTHON" scripts/artifact_eval.py --config="$FT_CFG" \
+        "${SETS[@]}" --artifacts="$ROOT/artifact" --recast=bfloat16 --per_layer \
         --out="$OUT/artifact_eval.json" > "$OUT/artifact_eval.log" 2>&1
-    echo "$(elapsed) exports exit $?"
+    echo "$(elapsed) artifact_eval exit $?"
 }
 
 collect() {
@@ -167,10 +165,10 @@ projections = {os.path.basename(p)[len("project_"):-5]: load(p)
 def size(path):
     return sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(path) for n in ns)
 exports = {name: size(os.path.join(root, name)) for name in
-           ("artifact_f32", "artifact_bf16", "dense_export")
+           ("artifact", "artifact_bfloat16", "dense_export")
            if os.path.isdir(os.path.join(root, name))}
 result = {"runs": runs, "projections": projections, "export_bytes": exports,
-          "export_f32_eval": load(os.path.join(out, "export_f32.eval.json")),
+          "export_eval": load(os.path.join(out, "export.eval.json")),
           "artifact_eval": load(os.path.join(out, "artifact_eval.json"))}
 with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(result, f, indent=1)

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from smh_jax.core import modifiers as modifiers_lib
@@ -145,13 +146,23 @@ def tiled_matrix(layout: Layout, dense: Mapping[str, np.ndarray],
     return flat.reshape(side, side)
 
 
-def rank_factors(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def rank_factors(matrix: np.ndarray, rank: int,
+                 on_device: Optional[bool] = None) -> tuple[np.ndarray, np.ndarray]:
     """A = U_M sqrt(S_M), B = sqrt(S_M) V_M^T: A @ B is the best rank-M approximation.
 
-    A rank above the matrix's side is padded with zero columns / rows (they contribute
-    nothing and, both being zero, stay at zero under gradient descent).
+    The SVD runs in float64 numpy on the host, or, with `on_device` (default: when JAX's
+    default backend is an accelerator), in float32 `jnp.linalg.svd` on the device: for
+    ResNet-50's n = 5051 the host SVD took 299 s on a shared 2-core CPU. A rank above the
+    matrix's side is padded with zero columns / rows (they contribute nothing and, both
+    being zero, stay at zero under gradient descent).
     """
-    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    if on_device is None:
+        on_device = jax.default_backend() != "cpu"
+    if on_device:
+        u, s, vt = (np.asarray(t, np.float64) for t in jax.device_get(
+            jnp.linalg.svd(jnp.asarray(matrix, jnp.float32), full_matrices=False)))
+    else:
+        u, s, vt = np.linalg.svd(matrix, full_matrices=False)
     keep = min(rank, s.shape[0])
     root = np.sqrt(s[:keep])
     a = np.zeros((matrix.shape[0], rank), np.float64)
