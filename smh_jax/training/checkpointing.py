@@ -22,15 +22,21 @@ from smh_jax.errors import UserError
 TMP_DIR_SUFFIX = ".orbax-checkpoint-tmp"
 
 
-# Fields that say what a thing is; a mismatch there is named before its consequences
-# (a product pool against a Kronecker one, rather than their differing sizes).
+# Scalar fields that say what a thing is; a mismatch there is named before its
+# consequences (a product pool against a Kronecker one, rather than their sizes).
 _IDENTITY_KEYS = ("name", "pool", "kind", "source")
+
+
+def _identity_first(key: str, saved: dict, current: dict) -> tuple[bool, str]:
+    value = saved.get(key, current.get(key))
+    return (key not in _IDENTITY_KEYS or isinstance(value, (dict, list)), key)
 
 
 def _describe_mismatch(saved: Any, current: Any, prefix: str = "") -> Optional[str]:
     """The first differing field between two fingerprints, as 'key: saved vs current'."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        keys = sorted(set(saved) | set(current), key=lambda k: (k not in _IDENTITY_KEYS, k))
+        keys = sorted(set(saved) | set(current),
+                      key=lambda k: _identity_first(k, saved, current))
         for key in keys:
             found = _describe_mismatch(saved.get(key), current.get(key), f"{prefix}{key}.")
             if found:
@@ -74,6 +80,13 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict) -> None:
+        """Saves `step` (asynchronously if so configured); a step already saved is kept.
+
+        The second request for a step comes from a SIGTERM that arrives at a periodic
+        checkpoint: the state is the same, and Orbax would refuse the duplicate.
+        """
+        if step in self._manager.all_steps():
+            return
         self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta)), force=True)
