@@ -163,13 +163,16 @@ class HashPool:
         return {"pool": _init_entries(rng, (self.size,), std / math.sqrt(self.num_hashes), bounded)}
 
     def virtual(self, params: Params, dtype) -> jax.Array:
-        pool = params["pool"].astype(dtype)
+        # Gathers from the float32 variables, sums in float32, then casts: the gradient's
+        # scatter-add then stays in float32 (native atomics on GPUs, where bfloat16 ones
+        # are emulated) and K terms add without bfloat16 rounding. The fair baseline.
+        pool = params["pool"]
         index = jnp.arange(self.num_weights, dtype=jnp.uint32)
         total = None
         for seed in hash_seeds(self.seed, self.num_hashes):
             term = pool[hash_indices(index, seed, self.size)]
             total = term if total is None else total + term
-        return total
+        return total.astype(dtype)
 
     def describe(self) -> dict[str, Any]:
         return {"pool": self.kind, "size": self.size, "K": self.num_hashes}
