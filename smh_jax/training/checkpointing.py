@@ -50,15 +50,21 @@ def _describe_mismatch(saved: Any, current: Any, prefix: str = "") -> Optional[s
             found = _describe_mismatch(a, b, f"{prefix.rstrip('.')}[{i}].")
             if found:
                 return found
-    if prefix == "smh." and (saved is None) != (current is None):  # dense against SMH
-        kinds = ("dense (uncompressed)", "SMH-compressed")
-        return (f"smh: the checkpoint is {kinds[saved is not None]}, this config is "
-                f"{kinds[current is not None]}")
     if saved != current:
+        dense_vs_smh = prefix == "smh." and (saved is None) != (current is None)
         text_saved, text_current = repr(saved), repr(current)
         if len(text_saved) > 80 or len(text_current) > 80:
             text_saved, text_current = "(differs)", "(this config)"
-        return f"{prefix.rstrip('.')}: checkpoint has {text_saved}, this config has {text_current}"
+            if dense_vs_smh:
+                text_saved, text_current = (repr(v) if v is None else "an SMH layout"
+                                            for v in (saved, current))
+        note = ""
+        if dense_vs_smh:
+            kinds = ("dense (uncompressed)", "SMH-compressed")
+            note = (f" (the checkpoint is {kinds[saved is not None]}, this config is "
+                    f"{kinds[current is not None]})")
+        return (f"{prefix.rstrip('.')}: checkpoint has {text_saved}, this config has "
+                f"{text_current}{note}")
     return None
 
 
