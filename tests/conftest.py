@@ -1,11 +1,20 @@
-"""Test-wide settings: 8 simulated CPU devices (sharding tests) and quiet TensorFlow."""
+"""Test-wide settings: 8 simulated CPU devices (sharding tests), quiet TensorFlow, and one
+persistent XLA compilation cache for the session.
+
+Many tests compile the same small train/eval steps (in-process and in the train.py /
+eval.py subprocesses, which inherit the environment): the cache compiles each once.
+"""
 
 import os
+import tempfile
 
 # Must be set before JAX initializes its backends.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="smh_jax_xla_cache_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import hypothesis  # noqa: E402
 
