@@ -23,7 +23,6 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from smh_jax.errors import UserError
 from smh_jax.training import checkpointing, trainer
@@ -233,27 +232,6 @@ def shared_dir(tmp_path_factory, name):
     """A directory all pytest-xdist workers of this session see (their basetemps' parent)."""
     base = tmp_path_factory.getbasetemp()
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-    """A persistent compilation cache for this module's runs, so each program compiles once.
-
-    The runs below repeat the same programs (a train step, an eval step); compiling them is
-    most of their cost on CPU. Cached executables are the compiled programs themselves, so
-    results are unchanged. The worker's settings are restored afterwards.
-    """
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    saved = {key: getattr(jax.config, key) for key in keys}
-    jax.config.update(keys[0], str(shared_dir(tmp_path_factory, "reliability_jax_cache")))
-    jax.config.update(keys[1], 0.0)
-    jax.config.update(keys[2], 0)
-    compilation_cache.reset_cache()  # the cache is looked up once per process otherwise
-    yield
-    for key, value in saved.items():
-        jax.config.update(key, value)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")
