@@ -1,6 +1,6 @@
 """Dense EfficientNet-B0 on ImageNet: the reference every compressed model is compared to.
 
-    python train.py --config=configs/efficientnet_b0_imagenet.py --workdir=gs://.../b0
+    python train.py --config=configs/efficientnet_b0_imagenet.py --workdir=/tmp/b0
 
 Recipe: the EfficientNet reference (RMSProp, exponential decay, EMA 0.9999, 350 epochs,
 224x224). Expected result: 76.3% top-1 (paper's B0 baseline), 5,288,548 parameters.

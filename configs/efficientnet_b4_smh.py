@@ -1,6 +1,6 @@
 """EfficientNet-B4 compressed by SMH to B0's size (5,288,548 trainable variables).
 
-    python train.py --config=configs/efficientnet_b4_smh.py --workdir=gs://.../b4_smh
+    python train.py --config=configs/efficientnet_b4_smh.py --workdir=/tmp/b4_smh
 
 The design card's headline command. Needs imagenet2012 prepared for TFDS. The size is
 given as target_params (total trainable variables, BatchNorm and scales included), so

@@ -1,6 +1,6 @@
 """MobileNetV2 on ImageNet with SMH at 50% of the variables (paper Figure 5).
 
-    python train.py --config=configs/mobilenet_v2_imagenet_smh.py --workdir=gs://.../mnv2
+    python train.py --config=configs/mobilenet_v2_imagenet_smh.py --workdir=/tmp/mnv2
 
 Expected result (paper Figure 5): SMH above the width multiplier at matched size.
 Expected runtime: not measured. Arguments: runlocal.

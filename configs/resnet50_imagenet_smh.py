@@ -1,6 +1,6 @@
 """ResNet-50 on ImageNet with SMH at 25% of the variables (paper Figure 3).
 
-    python train.py --config=configs/resnet50_imagenet_smh.py --workdir=gs://.../r50_smh25
+    python train.py --config=configs/resnet50_imagenet_smh.py --workdir=/tmp/r50_smh25
 
 Needs imagenet2012 prepared for TFDS (tfds build imagenet2012 with the manual download).
 Recipe: Goyal et al. (batch 1024, LR 0.4 with 5 warmup epochs, cosine, 90 epochs),
