@@ -92,10 +92,10 @@ def test_target_params_is_reached_within_one_unit_of_the_pool(kind, extra):
 def test_too_small_a_fraction_names_the_smallest_one_for_every_pool(kind, extra):
     options = SMHOptions(fraction=1.0, pool=kind, **extra)
     minimum, _ = pools.smallest_pool(kind, N, options)
-    smallest = minimum / N
+    smallest = pools.smallest_fraction(minimum, N)
     with pytest.raises(UserError, match=f"smallest allowed fraction is {smallest:.4g}"):
-        _layout(kind, extra, fraction=smallest * 0.99)
-    layout = _layout(kind, extra, fraction=min(1.0, smallest * 1.0001))
+        _layout(kind, extra, fraction=minimum / N * 0.99)
+    layout = _layout(kind, extra, fraction=smallest)  # the named fraction itself builds
     assert accounting(init_params(jax.random.key(0), layout, _dense()))["factors"] >= minimum
 
 

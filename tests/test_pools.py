@@ -1,6 +1,7 @@
 """Pools: sizing, exact formulas for arbitrary variable values, init statistics, gradients."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -215,7 +216,9 @@ def test_every_pool_names_its_smallest_fraction(kind, extra):
         pools.make_pool(kind, num_weights, minimum - 0.5, options)
     message = str(e.value)
     assert f"smallest {kind} pool, {minimum} variables" in message
-    assert f"smallest allowed fraction is {minimum / num_weights:.4g}" in message
+    named = float(re.search(r"smallest allowed fraction is ([0-9.e-]+)", message).group(1))
+    assert minimum / num_weights <= named <= minimum / num_weights * 1.001  # rounded up
+    pools.make_pool(kind, num_weights, named * num_weights, options)  # the named one builds
     pool = pools.make_pool(kind, num_weights, float(minimum), options)
     assert pool.num_variables == minimum if kind != "meta" else pool.num_variables >= minimum
 
@@ -342,3 +345,14 @@ def test_meta_gradient_is_the_chain_rule_through_the_combination(combine):
         for got, want in zip(jax.tree.leaves(grads[str(i)]), jax.tree.leaves(expected),
                              strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 10**9), st.integers(1, 10**9))
+def test_smallest_fraction_is_rounded_up_so_it_is_itself_allowed(a, b):
+    minimum, num_weights = min(a, b), max(a, b)
+    named = pools.smallest_fraction(minimum, num_weights)
+    assert named * num_weights >= minimum  # what layout computes: fraction * N
+    assert named <= 1.0
+    assert named <= minimum / num_weights * 1.001 + 1e-15  # 4 significant digits
+    assert float(f"{named:.4g}") == named  # prints as it is

@@ -185,7 +185,7 @@ def _named_smallest_fraction() -> float:
 
 
 def test_fraction_below_one_rank_names_the_smallest_allowed_fraction(tmp_path):
-    smallest = _named_smallest_fraction()  # 4 significant digits of 2n / N
+    smallest = _named_smallest_fraction()  # 2n / N rounded up to 4 significant digits
     # The named fraction is the boundary to within its printed precision: just above it
     # builds, just below it is refused, before any workdir exists.
     trainer.build_experiment(quickstart(**{"smh.fraction": smallest * 1.001}))
@@ -195,10 +195,8 @@ def test_fraction_below_one_rank_names_the_smallest_allowed_fraction(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="smh_jax/core/pools.py prints 2n/N rounded to nearest "
-                   "(262/16910 = 0.015494 -> '0.01549'), which is below the boundary; "
-                   "docs/reliability.md, known problems")
 def test_the_named_smallest_fraction_itself_is_accepted():
+    # Rounded up, not to nearest: 262 / 16,910 = 0.015494 is named 0.0155, not 0.01549.
     trainer.build_experiment(quickstart(**{"smh.fraction": _named_smallest_fraction()}))
 
 

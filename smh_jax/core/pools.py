@@ -218,11 +218,26 @@ class MetaPool:
 Pool = Union[ProductPool, KroneckerPool, HashPool, MetaPool]
 
 
+def smallest_fraction(minimum: int, num_weights: int, digits: int = 4) -> float:
+    """minimum / num_weights rounded UP to `digits` significant digits.
+
+    The figure an error message names must itself be accepted: rounded to nearest it can
+    fall below the boundary (262 / 16,910 = 0.015494 -> 0.01549, refused again).
+    """
+    exact = minimum / num_weights
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(exact)))
+    rounded = math.ceil(exact * scale - 1e-9) / scale
+    while rounded * num_weights < minimum:  # float fuzz in the product the layout computes
+        rounded = (round(rounded * scale) + 1) / scale
+    return float(f"{rounded:.{digits}g}")
+
+
 def _too_small(kind: str, target: float, minimum: int, num_weights: int, unit: str) -> UserError:
     return UserError(
         f"smh: a target of {target:.0f} variables ({target / num_weights:.4g} of the "
         f"{num_weights} hashed weights) is below the smallest {kind} pool, {minimum} variables "
-        f"({unit}); the smallest allowed fraction is {minimum / num_weights:.4g}")
+        f"({unit}); the smallest allowed fraction is "
+        f"{smallest_fraction(minimum, num_weights):.4g}")
 
 
 def product_side(num_weights: int, options: SMHOptions) -> int:
