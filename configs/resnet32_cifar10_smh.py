@@ -2,7 +2,8 @@
 
     python train.py --config=configs/resnet32_cifar10_smh.py --workdir=/tmp/r32_smh25
     python train.py --config=configs/resnet32_cifar10_smh.py --config.smh.fraction=0.1 ...
-    python train.py --config=configs/resnet32_cifar10_smh.py:fast,npz=../shared/data/cifar10_jpeg.npz ...
+    python train.py \\
+        --config=configs/resnet32_cifar10_smh.py:fast,npz=../shared/data/cifar10_jpeg.npz ...
 
 Recipe: He et al. (164 epochs, SGD 0.1, /10 at epochs 82 and 123, batch 128); `:fast` is
 the 60-epoch one-cycle recipe used for GPU sweeps (docs/results/cifar10_resnet32.md).

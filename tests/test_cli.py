@@ -110,7 +110,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 def test_efficientnet_b4_smh_headline_command_runs_on_mock_imagenet(tmp_path):
     """The design card's command, with TFDS mocked and the runlocal (64x64) variant."""
     root = str(tmp_path / "tfds")
-    result = _ok(run([MOCK_TFDS, root, "train.py", "--config=configs/efficientnet_b4_smh.py:runlocal",
+    result = _ok(run([MOCK_TFDS, root, "train.py",
+                      "--config=configs/efficientnet_b4_smh.py:runlocal",
                       f"--workdir={tmp_path / 'b4'}", f"--config.dataset.data_dir={root}",
                       "--config.num_steps=2", "--config.batch_size=8",
                       "--config.eval_batch_size=8", "--config.checkpoint_every_steps=0"],
@@ -145,7 +146,7 @@ def test_two_processes_match_one_process(tmp_path):
          "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
     with open(os.path.join(single, "summary.json")) as f:
         one = json.load(f)

@@ -43,7 +43,7 @@ def take(it, n):
 
 def assert_batches_equal(a, b):
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.keys() == y.keys()
         for k in x:
             np.testing.assert_array_equal(x[k], y[k])
@@ -104,7 +104,7 @@ def image_folder(tmp_path_factory):
     expected = {}
     for split, per_class in counts.items():
         imgs, labs = [], []
-        for label, (name, count) in enumerate(zip(classes, per_class)):
+        for label, (name, count) in enumerate(zip(classes, per_class, strict=True)):
             os.makedirs(root / split / name)
             for i in range(count):
                 img = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)

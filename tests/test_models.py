@@ -290,7 +290,8 @@ def test_train_step(name, reduced):
     assert set(new_variables) == {'params', 'batch_stats'}
 
     def changed(a, b):
-        return any(not np.allclose(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+        return any(not np.allclose(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b),
+                                                            strict=True))
 
     assert changed(variables['batch_stats'], new_variables['batch_stats'])
     assert changed(variables['params'], new_variables['params'])

@@ -128,7 +128,7 @@ def test_resume_continues_at_the_right_step_with_the_same_result(tmp_path):
     a, _ = restored_params(config, straight)
     b, step = restored_params(config, resumed)
     assert step == 6
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)  # bitwise: same data order, keys and updates
     with open(os.path.join(resumed, "metrics.jsonl")) as f:
         steps = [int(line.split('"step": ')[1].split(",")[0]) for line in f]

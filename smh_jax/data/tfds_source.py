@@ -178,7 +178,8 @@ def _random_window(shape: tf.Tensor, seed: tf.Tensor, size: int) -> tuple:
     # failed; fall back to the eval center crop.
     failed = tf.logical_and(tf.equal(crop_h, shape[0]), tf.equal(crop_w, shape[1]))
     center = _center_window(shape[0], shape[1], size)
-    return tuple(tf.where(failed, c, r) for c, r in zip(center, (top, left, crop_h, crop_w)))
+    return tuple(tf.where(failed, c, r)
+                 for c, r in zip(center, (top, left, crop_h, crop_w), strict=True))
 
 
 def _decode_window(data: tf.Tensor, window: Callable, layout: _Layout) -> tf.Tensor:

@@ -247,7 +247,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         try:
             re.compile(pattern)
         except (re.error, TypeError) as e:
-            raise UserError(f"config: {pattern!r} is not a valid regular expression ({e})") from None
+            raise UserError(
+                f"config: {pattern!r} is not a valid regular expression ({e})") from None
     for rule in config.sharding_rules:
         if len(rule) != 2 or not all(a in (None, "data") for a in rule[1]):
             raise UserError(f"config.sharding_rules: {rule!r} must be (regex, spec) with spec "

@@ -47,7 +47,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Sequence[tuple[str, 
                 if len(spec) > len(leaf.shape):
                     raise UserError(f"config.sharding_rules: {spec} has more entries than "
                                     f"{name} has dimensions {leaf.shape}")
-                for dim, axis in zip(leaf.shape, spec):
+                for dim, axis in zip(leaf.shape, spec, strict=False):  # a spec may be shorter
                     if axis is not None and dim % mesh.shape[axis]:
                         raise UserError(
                             f"config.sharding_rules: {name} of shape {leaf.shape} cannot be "

@@ -103,7 +103,6 @@ def init_variables(bundle: ModelBundle, shape: tuple[int, ...], rng: jax.Array) 
 
 def create_train_state(bundle: ModelBundle, tx: optax.GradientTransformation,
                        shape: tuple[int, ...], rng: jax.Array, use_ema: bool,
-                       initial_params: Optional[Callable[[Any], Any]] = None,
                        initial_variables: Optional[dict] = None) -> TrainState:
     """A fresh TrainState (jit this with out_shardings to create it directly sharded).
 
@@ -114,8 +113,6 @@ def create_train_state(bundle: ModelBundle, tx: optax.GradientTransformation,
     params, model_state = _split_variables(init_variables(bundle, shape, init_rng))
     if initial_variables is not None:
         params, model_state = _split_variables(initial_variables)
-    if initial_params is not None:
-        params = initial_params(params)
     return new_state(params, model_state, tx.init(params), state_rng, use_ema)
 
 
@@ -134,8 +131,8 @@ def weights_l2(params: Any, include: str) -> jax.Array:
     """Sum of squares of the materialized weights that weight decay applies to."""
     dense = smh_jax.materialize(smh_jax.smh_params_of(params), jnp.float32)
     mask = optim.decay_mask(dense, include)
-    return sum(jnp.sum(jnp.square(w)) for w, m in zip(jax.tree.leaves(dense),
-                                                        jax.tree.leaves(mask)) if m)
+    pairs = zip(jax.tree.leaves(dense), jax.tree.leaves(mask), strict=True)
+    return sum(jnp.sum(jnp.square(w)) for w, m in pairs if m)
 
 
 def preprocess(images: jax.Array, rng: Optional[jax.Array], info: data_lib.DatasetInfo,
@@ -314,13 +311,12 @@ def warm_start(experiment: Experiment) -> Optional[dict]:
     return variables
 
 
-def initial_state(experiment: Experiment,
-                  initial_params: Optional[Callable[[Any], Any]] = None) -> TrainState:
+def initial_state(experiment: Experiment) -> TrainState:
     """The sharded state a fresh run starts from (the warm start's projection if configured)."""
     config = experiment.config
     init = jax.jit(functools.partial(
         create_train_state, experiment.bundle, experiment.tx, input_shape(experiment.info),
-        use_ema=bool(config.ema_decay), initial_params=initial_params),
+        use_ema=bool(config.ema_decay)),
         out_shardings=experiment.state_shardings)
     return init(jax.random.key(config.seed), initial_variables=warm_start(experiment))
 
@@ -458,12 +454,10 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in fetched])) for k in order}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       initial_params: Optional[Callable[[Any], Any]] = None) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from WORKDIR if it holds checkpoints), evaluates, writes summary.json.
 
-    `initial_params`, if given, maps freshly initialized params to the starting params;
-    it is ignored when resuming, as is config.smh.init_from_dense (the warm start).
+    A resumed run ignores config.smh.init_from_dense (the warm start): the checkpoint wins.
     """
     start_time = time.time()
     experiment = build_experiment(config)
@@ -494,7 +488,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         start_step = int(data_state["step"])
         logging.info("resumed from %s at step %d", checkpointer.directory, start_step)
     else:
-        state = initial_state(experiment, initial_params)
+        state = initial_state(experiment)
         start_step = 0
 
     train_iter = experiment.source.train_iterator(
