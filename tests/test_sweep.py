@@ -190,3 +190,23 @@ def test_missing_config_and_empty_root(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse mistakes exit 2 too
         sweep.main(["--root=x", "--emit=yaml"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("preset", sorted(sweep.PRESETS))
+def test_every_preset_expands_to_runs_of_the_size_it_promises(preset):
+    args = sweep.build_parser().parse_args([f"--preset={preset}", "--root=/unused"])
+    runs = sweep.expand(sweep.make_spec(args))  # shapes only (jax.eval_shape), no data read
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names)) >= 2
+    for run in runs:
+        assert 0 < run.expected_params <= run.dense_params == 464_154  # ResNet-32, 10 classes
+        if run.fraction is not None and run.method != "width":
+            # Every pool gets the fraction of the 461,882 hashed weights, rounded up to a
+            # whole unit (rank, replica, variable), plus 2,272 BatchNorm parameters and
+            # 33 scales.
+            hashed = run.expected_params - 2_272 - 33
+            assert run.fraction * 461_882 <= hashed < run.fraction * 461_882 + 2 * 680 * 1.01
+    if preset == "cifar10_resnet32_table1":
+        assert names == ["resnet32_smh10_s0", "resnet32_kronecker_s0", "resnet32_hash1_s0",
+                         "resnet32_hash2_s0", "resnet32_hash10_s0"]
+        assert [r.expected_params for r in runs] == [48_545, 48_961, 48_494, 48_494, 48_494]

@@ -15,17 +15,17 @@
 # sizes stay full size), 2 repetitions, float32, 4x the time limits, and fewer variants
 # for the EfficientNets (last field of PLAN).
 # Needs only jax, flax, optax, numpy (no wheels, no data). Writes into $OUT (at most 8
-# files come back): bench_<preset>.json (4), benchmark_tables.txt, benchmark_log.txt.
+# files come back): bench_<preset>.json (4), benchmark_tables.txt, benchmark_log.txt,
+# version.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 OUT=${OUT:?set OUT to the folder the results go to (the device tool sets it)}
 PYTHON=${PYTHON:-python3}
 SMOKE=${SMOKE:-0}
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
-START=$(date +%s)
-elapsed() { echo "[$(( $(date +%s) - START )) s]"; }
+# shellcheck source=scripts/gpu/common.sh
+source scripts/gpu/common.sh
 
 # preset | hard limit (s) | benchmark.py arguments. Limits sum to 555 s; with ~15 s of
 # start-up and version printing the command stays under the device's 600 s. Priority
@@ -42,14 +42,8 @@ PLAN=(
 
 main() {
     echo "$(elapsed) start $(date -Is) on $(hostname)"
-    echo "git_commit: $(git rev-parse HEAD 2>/dev/null || echo "${GIT_COMMIT:-unknown}")"
-    echo "code_sha256: $(find smh_jax scripts -name '*.py' | sort | xargs sha256sum \
-        | sha256sum | cut -d' ' -f1)"
-    echo "command: SMOKE=$SMOKE bash scripts/gpu/benchmark.sh"
-    command -v nvidia-smi >/dev/null && nvidia-smi 2>&1 | head -20
-    "$PYTHON" -c "import sys, jax, flax, optax, numpy; print('python', sys.version.split()[0], \
-'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'numpy', \
-numpy.__version__, 'devices', jax.devices())"
+    setup_python "" || return 2  # jax, flax, optax, numpy: no wheels needed
+    record_version "$OUT/version.txt" "SMOKE=$SMOKE bash scripts/gpu/benchmark.sh"
     : > "$OUT/benchmark_tables.txt"
     local status=0
     for entry in "${PLAN[@]}"; do

@@ -12,7 +12,8 @@
 #      (eval.py --export_smh) next to the dense export (--export_dense), its bfloat16
 #      copy, both evaluated from the artifact alone, also per layer
 #      (scripts/artifact_eval.py --recast=bfloat16 --per_layer);
-#   D. results.json / results.md (every accuracy, the artifact bytes) into $OUT.
+#   D. results.json / results.md (every accuracy, the artifact bytes) and beyond_log.txt
+#      into $OUT, every stage's log, summary and JSON packed into records.tar.gz.
 #
 #   Prepare here:  bash scripts/gpu/prepare_carry.sh        (.whl/ and data_local/)
 #   Device:        bash scripts/gpu/beyond_cifar10.sh        carry ["data_local", ".whl"]
@@ -21,7 +22,7 @@
 #
 # SMOKE=1 keeps every step of the device path but trains a few steps of batch 32 on a
 # 512-image slice in float32. Knobs: EPOCHS (30), FT_EPOCHS (3), FT_LRS ("0.4 0.04"),
-# ROOT (workdirs; only logs and JSON go to $OUT), NPZ, STAGE_LIMIT (seconds a process may
+# ROOT (workdirs; only logs and JSON are packed into $OUT), NPZ, STAGE_LIMIT (seconds a process may
 # take), EXPORT_DEADLINE (430: skip the exports if stages A-C ran past it), DEADLINE (560:
 # the exports stop by then, so the collection still happens inside the device's 600 s).
 set -uo pipefail
@@ -51,9 +52,8 @@ fi
 # Several processes share the one GPU: allocate on demand, not 75% each.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$OUT" "$ROOT"
-START=$(date +%s)
-
-elapsed() { echo "[$(( $(date +%s) - START )) s]"; }
+# shellcheck source=scripts/gpu/common.sh
+source scripts/gpu/common.sh
 
 # train NAME CONFIG [overrides...]: one train.py run in $ROOT/NAME, log in $OUT/NAME.log.
 train() {
@@ -76,23 +76,10 @@ project() {  # project FRACTION: accuracy right after projection (and after BN r
 
 main() {
     echo "$(elapsed) start $(date -Is) on $(hostname)"
-    if ! "$PYTHON" -c "import ml_collections" 2>/dev/null; then
-        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-            --upgrade --target /tmp/site .whl/*.whl || return 2
-        export PYTHONPATH=/tmp/site:.${PYTHONPATH:+:$PYTHONPATH}
-    else
-        export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-    fi
+    setup_python ml_collections || return 2
     [[ -f "$NPZ" ]] || { echo "error: $NPZ is missing (carry data_local)"; return 2; }
-    {
-        echo "git_commit: $(git rev-parse HEAD 2>/dev/null || echo "${GIT_COMMIT:-unknown}")"
-        echo "command: EPOCHS=$EPOCHS FT_EPOCHS=$FT_EPOCHS FT_LRS='$FT_LRS'" \
-             "SMOKE=${SMOKE:-0} bash scripts/gpu/beyond_cifar10.sh"
-        "$PYTHON" -c "import sys, jax, flax; print('python', sys.version.split()[0], \
-'jax', jax.__version__, 'flax', flax.__version__, 'devices', jax.devices())"
-    } > "$OUT/version.txt" 2>&1
-    cat "$OUT/version.txt"
-    command -v nvidia-smi >/dev/null && nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+    record_version "$OUT/version.txt" "EPOCHS=$EPOCHS FT_EPOCHS=$FT_EPOCHS" \
+        "FT_LRS='$FT_LRS' SMOKE=${SMOKE:-0} bash scripts/gpu/beyond_cifar10.sh"
 
     echo "$(elapsed) A: dense + SMH from scratch at 25% and 10%, $EPOCHS epochs, at once"
     train dense "$DENSE_CFG" &
@@ -199,4 +186,9 @@ EOF
 }
 
 main 2>&1 | tee "$OUT/beyond_log.txt"
-exit "${PIPESTATUS[0]}"
+rc=${PIPESTATUS[0]}
+# Every stage's log, summary and JSON go into records.tar.gz, also after a failed stage
+# (the device brings back at most 8 files).
+pack_out results.json results.md beyond_log.txt 2>&1 | tee -a "$OUT/beyond_log.txt"
+[[ ${PIPESTATUS[0]} == 0 ]] || rc=1
+exit "$rc"

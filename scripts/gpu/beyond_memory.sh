@@ -21,17 +21,16 @@ ARGS=(--batches="$BATCHES" --repetitions="$REPETITIONS")
 [[ -n "${MODELS:-}" ]] && ARGS+=(--models="$MODELS")
 [[ "${SMOKE:-0}" == 1 ]] && ARGS=(--small)
 mkdir -p "$OUT"
+# shellcheck source=scripts/gpu/common.sh
+source scripts/gpu/common.sh
 
-{
-    echo "git_commit: $(git rev-parse HEAD 2>/dev/null || echo "${GIT_COMMIT:-unknown}")"
-    echo "command: BATCHES=$BATCHES REPETITIONS=$REPETITIONS SMOKE=${SMOKE:-0}" \
-         "bash scripts/gpu/beyond_memory.sh"
-    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total \
-        --format=csv,noheader
-} > "$OUT/version.txt" 2>&1
-cat "$OUT/version.txt"
-# The benchmark needs no ml_collections; PYTHONPATH=. runs the project uninstalled.
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-timeout -k 10 "$LIMIT" "$PYTHON" scripts/beyond_benchmark.py "${ARGS[@]}" \
-    --json="$OUT/beyond_memory.json" 2>&1 | tee "$OUT/beyond_memory_log.txt"
+main() {
+    setup_python "" || return 2  # jax, flax, optax, numpy: no wheels needed
+    record_version "$OUT/version.txt" "BATCHES=$BATCHES REPETITIONS=$REPETITIONS" \
+        "SMOKE=${SMOKE:-0} bash scripts/gpu/beyond_memory.sh"
+    timeout -k 10 "$LIMIT" "$PYTHON" scripts/beyond_benchmark.py "${ARGS[@]}" \
+        --json="$OUT/beyond_memory.json"
+}
+
+main 2>&1 | tee "$OUT/beyond_memory_log.txt"
 exit "${PIPESTATUS[0]}"
