@@ -24,7 +24,10 @@ def test_product_pool_is_the_smallest_that_reaches_the_target(num_weights, fract
     side = math.isqrt(num_weights - 1) + 1
     target = fraction * num_weights
     if target < 2 * side:
-        with pytest.raises(UserError, match="smallest allowed fraction is"):
+        # One rank (2n variables) is more than N itself for N <= 5 or so: no fraction fits.
+        expected = ("smallest allowed fraction is" if 2 * side <= num_weights
+                    else "no fraction in")
+        with pytest.raises(UserError, match=expected):
             pools.make_pool("product", num_weights, target, _options())
         return
     pool = pools.make_pool("product", num_weights, target, _options())
@@ -356,3 +359,10 @@ def test_smallest_fraction_is_rounded_up_so_it_is_itself_allowed(a, b):
     assert named <= 1.0
     assert named <= minimum / num_weights * 1.001 + 1e-15  # 4 significant digits
     assert float(f"{named:.4g}") == named  # prints as it is
+
+
+def test_a_pool_larger_than_the_hashed_weights_says_no_fraction_reaches_it():
+    options = _options(side=100)  # one rank is 2 x 100 variables for 50 weights
+    with pytest.raises(UserError, match=r"smallest product pool, 200 variables .*no fraction "
+                                        r"in \(0, 1\] reaches it: the 50 hashed weights"):
+        pools.make_pool("product", 50, 50.0, options)

@@ -233,11 +233,15 @@ def smallest_fraction(minimum: int, num_weights: int, digits: int = 4) -> float:
 
 
 def _too_small(kind: str, target: float, minimum: int, num_weights: int, unit: str) -> UserError:
+    if minimum > num_weights:
+        allowed = (f"no fraction in (0, 1] reaches it: the {num_weights} hashed weights are "
+                   f"fewer than one unit of this pool")
+    else:
+        allowed = f"the smallest allowed fraction is {smallest_fraction(minimum, num_weights):.4g}"
     return UserError(
         f"smh: a target of {target:.0f} variables ({target / num_weights:.4g} of the "
         f"{num_weights} hashed weights) is below the smallest {kind} pool, {minimum} variables "
-        f"({unit}); the smallest allowed fraction is "
-        f"{smallest_fraction(minimum, num_weights):.4g}")
+        f"({unit}); {allowed}")
 
 
 def product_side(num_weights: int, options: SMHOptions) -> int:
