@@ -2,20 +2,14 @@
 
 import ml_collections
 import pytest
+from config_helpers import set_keys
 
 from smh_jax.errors import UserError
 from smh_jax.training import config_base
 
 
 def config(**overrides):
-    c = config_base.base_config()
-    for key, value in overrides.items():
-        *parents, leaf = key.split("__")
-        node = c
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return c
+    return set_keys(config_base.base_config(), overrides, separator="__")
 
 
 def test_base_config_is_valid_and_dense_by_default():

@@ -1,12 +1,12 @@
 """Every experiment file in configs/ builds, validates and sizes its model (shapes only)."""
 
 import glob
-import importlib.util
 import os
 
 import jax
 import mock_tfds
 import pytest
+from config_helpers import load_config_file
 
 from smh_jax.training import config_base, trainer
 
@@ -18,11 +18,7 @@ REQUIRED = {"resnet32_cifar10_smh", "resnet32_cifar10", "resnet20_cifar10", "res
             "mobilenet_v3_large_imagenet_smh", "quickstart"}
 
 
-def load(path, arg=None):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg is not None else module.get_config()
+load = load_config_file
 
 
 @pytest.fixture(scope="module")

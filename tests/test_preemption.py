@@ -14,7 +14,6 @@ checkpoint every 2 steps) and sharing one persistent compilation cache, so a res
 about a Python start-up.
 """
 
-import importlib.util
 import json
 import os
 import random
@@ -27,6 +26,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from config_helpers import load_config_file, set_keys
 
 from smh_jax.training import checkpointing, trainer
 
@@ -43,18 +43,7 @@ RESUMED = re.compile(r"resumed from .* at step (\d+)")
 
 
 def quickstart_config():
-    path = os.path.join(ROOT, "configs", "quickstart.py")
-    spec = importlib.util.spec_from_file_location("quickstart", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
-    for key, value in OVERRIDES.items():
-        *parents, leaf = key.split(".")
-        node = c
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return c
+    return set_keys(load_config_file("configs/quickstart.py"), OVERRIDES)
 
 
 class Job:

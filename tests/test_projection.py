@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from config_helpers import set_keys
 
 import smh_jax
 from smh_jax import export, models
@@ -195,10 +196,7 @@ def _digits_config(**overrides):
     c.log_every_steps = 1
     c.checkpoint_every_steps = 1
     c.async_checkpointing = False
-    for key, value in overrides.items():
-        section, field = key.split(".") if "." in key else (None, key)
-        (c[section] if section else c)[field] = value
-    return c
+    return set_keys(c, overrides)
 
 
 @pytest.fixture(scope="module")

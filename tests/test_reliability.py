@@ -23,6 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from config_helpers import load_config_file, set_keys
 
 from smh_jax.errors import UserError
 from smh_jax.training import checkpointing, trainer
@@ -39,18 +40,7 @@ TINY_FLAGS = [f"--config.{k}={v}" for k, v in TINY.items()]
 
 def quickstart(**overrides) -> ml_collections.ConfigDict:
     """configs/quickstart.py with TINY and `overrides` ('smh.fraction'-style keys)."""
-    path = os.path.join(ROOT, "configs", "quickstart.py")
-    spec = importlib.util.spec_from_file_location("quickstart", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
-    for key, value in {**TINY, **overrides}.items():
-        *parents, leaf = key.split(".")
-        node = c
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return c
+    return set_keys(load_config_file("configs/quickstart.py"), {**TINY, **overrides})
 
 
 def raw_config(edit) -> ml_collections.ConfigDict:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import mock_tfds
 import numpy as np
 import pytest
+from config_helpers import set_keys
 
 import smh_jax
 from smh_jax import export
@@ -39,18 +40,7 @@ def digits_config(**overrides):
     c.log_every_steps = 2
     c.checkpoint_every_steps = 3
     c.optimizer.learning_rate = 0.05
-    return override(c, **overrides)
-
-
-def override(c, **overrides):
-    """Sets 'smh.fraction'-style dotted keys (what --config.smh.fraction=... does)."""
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = c
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return c
+    return set_keys(c, overrides)
 
 
 @pytest.fixture(scope="module")
