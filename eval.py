@@ -58,7 +58,7 @@ def main(argv):
         "hashed_weights": accounting["smh"]["hashed_weights"] if accounting["smh"] else 0,
         "dense_params": accounting["dense_params"],
         "fraction": accounting["fraction"],
-        "checkpoint_bytes": trainer.directory_bytes(checkpoint_dir),
+        "checkpoint_bytes": export.directory_bytes(checkpoint_dir),
         # The dense model's float32 weights, for comparison with checkpoint_bytes.
         "dense_params_bytes": 4 * accounting["dense_params"],
     }

@@ -39,6 +39,7 @@ from smh_jax.core.options import SMHOptions
 from smh_jax.core.params import SMHParams
 from smh_jax.core.pools import HashPool, KroneckerPool, MetaPool, ProductPool
 from smh_jax.errors import UserError
+from smh_jax.export import directory_bytes, write_arrays_and_json
 
 FORMAT = "smh_jax.artifact"
 VERSION = 1
@@ -154,12 +155,6 @@ def _nbytes(tree: Any) -> int:
     return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
 
 
-def directory_bytes(path: str) -> int:
-    """Bytes of every file under `path` (what the artifact costs on disk)."""
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(path) for name in names)
-
-
 def save(directory: str, module: SMH, variables: dict[str, Any], model_spec: dict[str, Any],
          input_shape: tuple[int, ...], factor_dtype: str = "float32") -> dict[str, Any]:
     """Writes the artifact; returns its sizes: bytes (on disk), array_bytes, ideal_bytes.
@@ -168,8 +163,6 @@ def save(directory: str, module: SMH, variables: dict[str, Any], model_spec: dic
     width_multiplier, dtype, overrides (as `eval.py --export_dense` writes in model.json);
     `input_shape` an example input's shape (NHWC), used to check the layout on load.
     """
-    import orbax.checkpoint as ocp
-
     if factor_dtype not in FACTOR_DTYPES:
         raise UserError(f"factor dtype {factor_dtype!r} is not one of {', '.join(FACTOR_DTYPES)}")
     directory = os.path.abspath(directory)
@@ -197,13 +190,7 @@ def save(directory: str, module: SMH, variables: dict[str, Any], model_spec: dic
         "arrays": array_info,
         "trainable_params": int(trainable),
     }
-    os.makedirs(directory, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, ARRAYS_DIR), arrays)
-    checkpointer.wait_until_finished()
-    if jax.process_index() == 0:
-        with open(os.path.join(directory, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=1)
+    write_arrays_and_json(directory, ARRAYS_DIR, arrays, METADATA_FILE, metadata, indent=1)
     return {"bytes": directory_bytes(directory), "array_bytes": _nbytes(arrays),
             "ideal_bytes": 4 * int(trainable), "trainable_params": int(trainable),
             "factor_dtype": factor_dtype}

@@ -24,6 +24,25 @@ MODEL_FILE = "model.json"
 VARIABLES_DIR = "variables"
 
 
+def directory_bytes(path: str) -> int:
+    """Bytes of every file under `path` (what a checkpoint or export costs on disk)."""
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+def write_arrays_and_json(directory: str, arrays_dir: str, arrays: Any, json_file: str,
+                          document: dict[str, Any], indent: int) -> None:
+    """An Orbax checkpoint of `arrays` in directory/arrays_dir (every process takes part)
+    and `document` as directory/json_file (written by process 0 once the arrays are)."""
+    os.makedirs(directory, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(directory, arrays_dir), arrays)
+    checkpointer.wait_until_finished()
+    if jax.process_index() == 0:
+        with open(os.path.join(directory, json_file), "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=indent)
+
+
 def dense_variables(variables: dict[str, Any], compressed: bool) -> dict[str, Any]:
     """The plain model's variables: params materialized (float32) when compressed."""
     if not compressed:
@@ -38,14 +57,8 @@ def export_dense(directory: str, variables: dict[str, Any], model_spec: dict[str
     if os.path.exists(os.path.join(directory, VARIABLES_DIR)):
         raise UserError(f"--export_dense {directory!r} already holds an export; choose a new "
                         "directory (nothing was overwritten)")
-    os.makedirs(directory, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, VARIABLES_DIR), variables)
-    checkpointer.wait_until_finished()
-    if jax.process_index() == 0:
-        with open(os.path.join(directory, MODEL_FILE), "w", encoding="utf-8") as f:
-            json.dump(model_spec, f, indent=2)
-    return sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(directory) for n in ns)
+    write_arrays_and_json(directory, VARIABLES_DIR, variables, MODEL_FILE, model_spec, indent=2)
+    return directory_bytes(directory)
 
 
 def load_dense(directory: str, input_shape: tuple[int, ...]) -> tuple[nn.Module, dict[str, Any]]:

@@ -625,7 +625,3 @@ def restore_for_eval(config: ml_collections.ConfigDict, workdir: str,
         checkpointer.close()
     return experiment, state, step
 
-
-def directory_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(path) for name in names)
