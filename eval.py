@@ -2,7 +2,7 @@
 
     python eval.py --config=configs/resnet32_cifar10_smh.py --workdir=/tmp/resnet32_smh
     python eval.py ... --step=20000 --export_dense=/tmp/resnet32_dense
-    python eval.py ... --export_smh=/tmp/resnet32_artifact    # smh_jax.artifact.load(DIR)
+    python eval.py ... --export_smh=/tmp/resnet32_artifact    # smh_jax.formats.artifact.load(DIR)
 
 Writes WORKDIR/eval.json (accuracy, top5, loss, step, trainable_params, checkpoint_bytes,
 ...). The config must describe the run that wrote the checkpoint (same model, dataset and
@@ -16,7 +16,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from smh_jax import artifact, export
+from smh_jax.formats import artifact, dense_export
 from smh_jax.training import cli, trainer
 
 FLAGS = flags.FLAGS
@@ -26,7 +26,7 @@ flags.DEFINE_string("export_dense", None,
                     "Also write the materialized dense model here (Orbax + model.json).")
 flags.DEFINE_string("export_smh", None,
                     "Also write the compressed artifact here (factors, scales, unhashed "
-                    "params, batch stats, layout; smh_jax.artifact.load rebuilds the model).")
+                    "params, batch stats, layout; smh_jax.formats.artifact.load rebuilds the model).")
 flags.DEFINE_enum("export_smh_dtype", "float32", list(artifact.FACTOR_DTYPES),
                   "Storage dtype of the factors in --export_smh (loaded back as float32).")
 flags.DEFINE_enum("weights", "auto", ["auto", "ema", "raw"],
@@ -58,7 +58,7 @@ def main(argv):
         "hashed_weights": accounting["smh"]["hashed_weights"] if accounting["smh"] else 0,
         "dense_params": accounting["dense_params"],
         "fraction": accounting["fraction"],
-        "checkpoint_bytes": export.directory_bytes(checkpoint_dir),
+        "checkpoint_bytes": dense_export.directory_bytes(checkpoint_dir),
         # The dense model's float32 weights, for comparison with checkpoint_bytes.
         "dense_params_bytes": 4 * accounting["dense_params"],
     }
@@ -78,9 +78,9 @@ def main(argv):
                        "export_smh_dtype": FLAGS.export_smh_dtype,
                        "ideal_bytes": sizes["ideal_bytes"]})
     if FLAGS.export_dense:
-        dense = export.dense_variables(jax.device_get(variables), experiment.bundle.compressed)
+        dense = dense_export.dense_variables(jax.device_get(variables), experiment.bundle.compressed)
         result["export_dense"] = FLAGS.export_dense
-        result["export_dense_bytes"] = export.export_dense(FLAGS.export_dense, dense, spec)
+        result["export_dense_bytes"] = dense_export.export_dense(FLAGS.export_dense, dense, spec)
     if jax.process_index() == 0:
         with open(os.path.join(FLAGS.workdir, "eval.json"), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

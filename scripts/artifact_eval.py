@@ -4,7 +4,7 @@
         --artifacts=/tmp/qs_f32,/tmp/qs_bf16 --per_layer --out=/tmp/artifacts.json
 
 The config only supplies the evaluation data (dataset, eval split, batch size, compute
-dtype); the model, its layout and every variable come from `smh_jax.artifact.load(DIR)`.
+dtype); the model, its layout and every variable come from `smh_jax.formats.artifact.load(DIR)`.
 For each artifact: accuracy, top5, loss, bytes on disk, factor dtype; with --per_layer
 also the accuracy of the same artifact with per-layer materialization; with
 --recast=bfloat16 also a copy of each artifact with bfloat16 factors (DIR_bfloat16),
@@ -24,7 +24,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from smh_jax import artifact  # noqa: E402
+from smh_jax.formats import artifact  # noqa: E402
 from smh_jax.training import cli, trainer  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -8,7 +8,7 @@ For each model and batch size, three jitted inference functions (train=False) of
 architecture: `dense` (the plain model, dense parameters as arguments), `smh_full` (the
 compressed model, which materializes every weight with one A @ B per call, the default)
 and `smh_per_layer` (`per_layer=True`: each layer's weights from only its rows of A,
-right before the layer; smh_jax/lean.py). Memory is the compiled executable's
+right before the layer; smh_jax/linen/per_layer.py). Memory is the compiled executable's
 `memory_analysis()`: arguments (the parameters and the input), temporaries (everything
 the program allocates while it runs: activations, A @ B, materialized weights), outputs,
 and their total; `peak_memory_in_bytes` where the backend reports it. Latency: every

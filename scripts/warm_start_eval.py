@@ -31,7 +31,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import smh_jax  # noqa: E402
-from smh_jax.core import projection  # noqa: E402
+from smh_jax.formats import warm_start  # noqa: E402
 from smh_jax.training import cli, trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -73,7 +73,7 @@ def main(argv):
     experiment = trainer.build_experiment(config)
     start = time.time()
     abstract = experiment.abstract_state
-    variables, errors = projection.warm_start(config.smh.init_from_dense, abstract.params,
+    variables, errors = warm_start.warm_start(config.smh.init_from_dense, abstract.params,
                                               abstract.model_state)
     seconds = time.time() - start
     _, eval_fn = trainer.jit_steps(experiment)

@@ -3,7 +3,7 @@
     compressed = smh_jax.compress(model, fraction=0.25)
 """
 
-from smh_jax.compress import SMH, compress, smh_params_of
+from smh_jax.linen.compress import SMH, compress, smh_params_of
 from smh_jax.core.accounting import accounting, format_accounting
 from smh_jax.core.materialize import materialize
 from smh_jax.core.options import SMHOptions

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import smh_jax
-from smh_jax import artifact, models
+from smh_jax import models
+from smh_jax.formats import artifact
 from smh_jax.errors import UserError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

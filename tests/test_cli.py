@@ -65,7 +65,8 @@ def test_quickstart_command_trains_evaluates_and_exports(tmp_path):
 _EVAL_EXPORT = """
 import sys
 import numpy as np
-from smh_jax import data, export
+from smh_jax import data
+from smh_jax.formats import dense_export as export
 from smh_jax.training import config_base
 c = config_base.base_config()
 c.dataset.name = c.dataset.source = "digits"; c.dataset.image_size = 8; c.dataset.augment = "none"

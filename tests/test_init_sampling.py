@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import smh_jax
-from smh_jax import init_sampling
+from smh_jax.linen import init_sampling
 from smh_jax.core import tree_paths
 
 ORIGINAL_PARAM = nn.Module.param

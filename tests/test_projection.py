@@ -11,8 +11,10 @@ import pytest
 from config_helpers import set_keys
 
 import smh_jax
-from smh_jax import export, models
-from smh_jax.compress import build_model_layout
+from smh_jax import models
+from smh_jax.formats import dense_export as export
+from smh_jax.formats import warm_start
+from smh_jax.linen.compress import build_model_layout
 from smh_jax.core import projection, tree_paths
 from smh_jax.core.options import SMHOptions
 from smh_jax.errors import UserError
@@ -223,18 +225,18 @@ def dense_sources(tmp_path_factory):
 def test_both_dense_formats_load_the_same_variables(dense_sources, tmp_path):
     root, variables = dense_sources
     for source in ("export", "workdir"):
-        loaded = projection.load_dense_variables(str(root / source))
+        loaded = warm_start.load_dense_variables(str(root / source))
         assert jax.tree.structure(loaded) == jax.tree.structure(variables)
         for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables), strict=True):
             np.testing.assert_array_equal(got, want)
     with pytest.raises(UserError, match="neither an eval.py --export_dense directory"):
-        projection.load_dense_variables(str(tmp_path))
+        warm_start.load_dense_variables(str(tmp_path))
     ckpt = checkpointing.Checkpointer(str(tmp_path / "smh" / "checkpoints"), max_to_keep=1,
                                       async_save=False)
     ckpt.save(1, {"x": jnp.zeros(2)}, {"step": 1}, {"smh": {"pool": "product"}})
     ckpt.close()
     with pytest.raises(UserError, match="workdir of an SMH run"):
-        projection.load_dense_variables(str(tmp_path / "smh"))
+        warm_start.load_dense_variables(str(tmp_path / "smh"))
 
 
 def test_train_starts_from_the_projection(dense_sources):

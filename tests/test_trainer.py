@@ -16,7 +16,7 @@ import pytest
 from config_helpers import set_keys
 
 import smh_jax
-from smh_jax import export
+from smh_jax.formats import dense_export as export
 from smh_jax.core.tree_paths import jax_path_str
 from smh_jax.errors import UserError
 from smh_jax.training import config_base, trainer

@@ -25,15 +25,13 @@ Only the product pool is projected (the others are not low-rank factorizations);
 nonlinear modifiers (`relu`, `sign`) are refused. Unhashed parameters (BatchNorm) and the
 other collections (batch_stats) are copied from the dense model.
 
-Pure functions of a Layout and numpy arrays; `warm_start` adds the loading of a dense
-train.py workdir or an `eval.py --export_dense` directory.
+Pure functions of a Layout and numpy arrays; `smh_jax.formats.warm_start` adds the
+loading of a dense train.py workdir or an `eval.py --export_dense` directory.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -72,13 +70,14 @@ def check_projectable(layout: Layout) -> None:
                 f"onto it; the warm start allows {', '.join(_LINEAR_MODIFIERS)}")
 
 
-def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
+def flat_by_path(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """{'Conv_0/kernel': leaf, ...} in creation order."""
     return {tree_paths.path_str(p): leaf for p, leaf in tree_paths.ordered_items(tree)}
 
 
 def check_dense_params(layout: Layout, dense_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Every parameter of the layout, by path, as numpy; UserError naming the bad path."""
-    flat = _flat(dense_params)
+    flat = flat_by_path(dense_params)
     expected = {t.path: t.shape for t in layout.hashed}
     out = {}
     for path, _ in layout.param_order:
@@ -151,8 +150,8 @@ def rank_factors(matrix: np.ndarray, rank: int,
     """A = U_M sqrt(S_M), B = sqrt(S_M) V_M^T: A @ B is the best rank-M approximation.
 
     The SVD runs in float64 numpy on the host, or, with `on_device` (default: when JAX's
-    default backend is an accelerator), in float32 `jnp.linalg.svd` on the device: for
-    ResNet-50's n = 5051 the host SVD took 299 s on a shared 2-core CPU. A rank above the
+    default backend is an accelerator), in float32 `jnp.linalg.svd` on the device, which is
+    much faster for large n (a host SVD is O(n^3) in float64 on a few cores). A rank above the
     matrix's side is padded with zero columns / rows (they contribute nothing and, both
     being zero, stay at zero under gradient descent).
     """
@@ -215,88 +214,3 @@ def relative_errors(params: SMHParams, dense_params: Mapping[str, Any]) -> dict[
         total_err, total_norm = total_err + err, total_norm + norm
     return {"overall": math.sqrt(total_err / total_norm) if total_norm else 0.0,
             "per_tensor": per}
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def _restore_numpy(directory: str) -> dict[str, Any]:
-    """An Orbax pytree checkpoint, restored on the host as numpy (any device count)."""
-    import orbax.checkpoint as ocp
-
-    checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(directory)
-    tree = getattr(metadata, "item_metadata", metadata)
-    tree = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), dict(tree))
-    return dict(checkpointer.restore(directory, args=ocp.args.PyTreeRestore(restore_args=tree)))
-
-
-def load_dense_variables(path: str) -> dict[str, Any]:
-    """{'params': ..., <collections>} of a dense model, as numpy arrays.
-
-    `path` is an `eval.py --export_dense` directory (model.json + variables/) or a dense
-    train.py workdir (its newest checkpoint; the EMA weights if the run kept them).
-    """
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "variables")) and os.path.isfile(
-            os.path.join(path, "model.json")):
-        return _restore_numpy(os.path.join(path, "variables"))
-    checkpoints = os.path.join(path, "checkpoints")
-    steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit()) if os.path.isdir(
-        checkpoints) else []
-    if not steps:
-        raise UserError(
-            f"config.smh.init_from_dense: {path!r} is neither an eval.py --export_dense "
-            "directory (model.json + variables/) nor a train.py workdir with checkpoints")
-    step_dir = os.path.join(checkpoints, str(steps[-1]))
-    meta_file = os.path.join(step_dir, "meta", "metadata")
-    if os.path.isfile(meta_file):
-        with open(meta_file, encoding="utf-8") as f:
-            meta = json.load(f)
-        if meta.get("smh"):
-            raise UserError(
-                f"config.smh.init_from_dense: {path!r} is the workdir of an SMH run; write its "
-                "dense model with eval.py --export_dense=DIR and pass DIR")
-    state = _restore_numpy(os.path.join(step_dir, "state"))
-    if state.get("ema_params"):
-        return {"params": state["ema_params"], **state["ema_model_state"]}
-    return {"params": state["params"], **state["model_state"]}
-
-
-def _match_collections(dense: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
-    """The dense model's non-param collections, checked against the compressed model's."""
-    out = {}
-    for collection, tree in like.items():
-        if collection not in dense:
-            raise UserError(f"dense variables: collection {collection!r} is missing")
-        got = _flat(dense[collection])
-        items = []
-        for p, leaf in tree_paths.ordered_items(tree):
-            key = tree_paths.path_str(p)
-            if key not in got or tuple(np.shape(got[key])) != tuple(leaf.shape):
-                raise UserError(f"dense variables: {collection}/{key} is missing or has shape "
-                                f"{np.shape(got.get(key))}; expected {tuple(leaf.shape)}")
-            items.append((p, np.asarray(got[key], leaf.dtype)))
-        out[collection] = tree_paths.nest(items)
-    return out
-
-
-def warm_start(path: str, abstract_params: Any, abstract_model_state: Mapping[str, Any]
-               ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """({'params': {'smh': projected SMHParams}, <collections>}, relative_errors).
-
-    The variables are what the trainer's init starts from; `abstract_params` are the
-    compressed model's (shapes only) and its layout is reused as is, so the result has
-    exactly the structure the jitted init produces.
-    """
-    from smh_jax.compress import PARAM_NAME, smh_params_of
-
-    layout = smh_params_of(abstract_params).layout
-    dense = load_dense_variables(path)
-    try:
-        params = project(layout, dense["params"])
-    except UserError as e:
-        raise UserError(f"config.smh.init_from_dense={path!r}: {e}") from None
-    variables = {"params": {PARAM_NAME: params},
-                 **_match_collections(dense, abstract_model_state)}
-    return variables, relative_errors(params, dense["params"])

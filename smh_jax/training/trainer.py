@@ -302,10 +302,10 @@ def warm_start(experiment: Experiment) -> Optional[dict]:
     path = experiment.config.smh.init_from_dense
     if not path:
         return None
-    from smh_jax.core import projection
+    from smh_jax.formats import warm_start as warm_start_lib
 
     abstract = experiment.abstract_state
-    variables, errors = projection.warm_start(path, abstract.params, abstract.model_state)
+    variables, errors = warm_start_lib.warm_start(path, abstract.params, abstract.model_state)
     logging.info("warm start: projected %s onto the factors (relative error of the weights "
                  "%.4f)", path, errors["overall"])
     return variables

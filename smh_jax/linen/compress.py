@@ -20,8 +20,8 @@ import flax.linen as nn
 import jax
 from flax.core.scope import DenyList
 
-from smh_jax import lean
-from smh_jax import init_sampling
+from smh_jax.linen import per_layer as per_layer_lib
+from smh_jax.linen import init_sampling
 from smh_jax.core import accounting as accounting_lib
 from smh_jax.core import tree_paths
 from smh_jax.core.layout import Layout, build_layout
@@ -73,7 +73,7 @@ class SMH(nn.Module):
     model: nn.Module
     options: SMHOptions
     # Inference memory: materialize each layer's weights right before it runs, from only
-    # the rows of A it needs, instead of the whole dense tree at once (smh_jax/lean.py).
+    # the rows of A it needs, instead of the whole dense tree at once (smh_jax/linen/per_layer.py).
     per_layer: bool = False
 
     @nn.compact
@@ -106,7 +106,7 @@ class SMH(nn.Module):
         collections = {c: self.variables[c] for c in self.variables if c != "params"}
         mutable = _inner_mutable(self.scope.mutable)
         if self.per_layer:
-            result = lean.apply_per_layer(inner, params, collections, args, kwargs, rngs,
+            result = per_layer_lib.apply_per_layer(inner, params, collections, args, kwargs, rngs,
                                           mutable)
         else:
             result = inner.apply({"params": materialize_params(params), **collections},

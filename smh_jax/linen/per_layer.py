@@ -4,10 +4,10 @@
 `artifact.load(DIR, per_layer=True)`) applies the wrapped model with its hashed
 parameters absent; a Flax method interceptor puts each module's hashed tensors into its
 scope just before the module's first method call, computed from only the rows of A they
-need (`smh_jax.core.lean`). So the full dense tree never exists at once:
+need (`smh_jax.core.rows`). So the full dense tree never exists at once:
 
 - Each tensor's rows of A are read at an offset computed from the module's input that is
-  always 0 but that XLA cannot fold (`core.lean.zero_depending_on`): a data dependency,
+  always 0 but that XLA cannot fold (`core.rows.zero_depending_on`): a data dependency,
   so XLA cannot hoist all layers' weights to the start of the program (where they would
   all be live together); a layer's weights are computed when its input is ready and die
   after the layer. (`jax.lax.optimization_barrier`, the obvious tool, does not do this
@@ -29,7 +29,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 
-from smh_jax.core import lean as lean_core
+from smh_jax.core import rows
 from smh_jax.core import modifiers
 from smh_jax.core.params import SMHParams
 
@@ -38,7 +38,7 @@ def _input_dependency(tree: Any) -> Optional[jax.Array]:
     """An always-zero row offset computed from the first array in a method's arguments."""
     for leaf in jax.tree.leaves(tree):
         if isinstance(leaf, jax.Array) and leaf.size:
-            return lean_core.zero_depending_on(leaf)
+            return rows.zero_depending_on(leaf)
     return None
 
 
@@ -51,8 +51,8 @@ def apply_per_layer(model: nn.Module, params: SMHParams, collections: dict[str, 
     result has the same form as `model.apply(..., mutable=mutable)`.
     """
     layout = params.layout
-    lean_core.check_supported(layout)
-    groups = lean_core.module_groups(layout)
+    rows.check_supported(layout)
+    groups = rows.module_groups(layout)
     learned = modifiers.multipliers(layout, params.modifiers)
     done: set[str] = set()
 
@@ -64,7 +64,7 @@ def apply_per_layer(model: nn.Module, params: SMHParams, collections: dict[str, 
         done.add(path)
         shift = None if context.method_name == "setup" else _input_dependency((fargs, fkwargs))
         for name, index in entries:
-            context.module.put_variable("params", name, lean_core.hashed_tensor(
+            context.module.put_variable("params", name, rows.hashed_tensor(
                 params, index, learned=learned, row_shift=shift))
         return next_fun(*fargs, **fkwargs)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import smh_jax
-from smh_jax.core import lean, materialize
+from smh_jax.core import materialize, rows
 from smh_jax.errors import UserError
 
 
@@ -82,7 +82,7 @@ def test_each_tensor_equals_its_full_materialization(options):
     _, _, variables = _pair(MLP(), x, **options)
     params = variables["params"]["smh"]
     full = jax.jit(materialize.hashed_tensors)(params)
-    per_tensor = jax.jit(lambda p: [lean.hashed_tensor(p, i) for i in range(len(p.layout.hashed))]
+    per_tensor = jax.jit(lambda p: [rows.hashed_tensor(p, i) for i in range(len(p.layout.hashed))]
                          )(params)
     for t, got in zip(params.layout.hashed, per_tensor, strict=True):
         np.testing.assert_allclose(got, full[t.path], rtol=1e-5, atol=1e-6)

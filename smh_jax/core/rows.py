@@ -3,7 +3,7 @@
 Full materialization computes the whole n x n virtual matrix A @ B (N weights) and then
 the dense tree (another N), so inference of a compressed model briefly holds about twice
 the dense model. Computing each tensor from its own rows of A, right before its layer
-runs (see `smh_jax.lean`), holds at most one layer's rows at a time.
+runs (see `smh_jax.linen.per_layer`), holds at most one layer's rows at a time.
 
 The values equal full materialization's: the same products of the same rows, the same
 index store, the same modifiers. Product pool only (its rows are independent); the other
@@ -39,7 +39,7 @@ def _rows_range(pool: ProductPool, pool_params: dict[str, Any], start: int, stop
     """`pool.virtual_range`, optionally reading A's rows at a traced offset `row_shift`.
 
     `row_shift` is a traced int that is always 0 but that XLA cannot prove to be 0: it
-    makes reading the rows data-dependent on whatever it was computed from (smh_jax.lean
+    makes reading the rows data-dependent on whatever it was computed from (smh_jax.linen.per_layer
     derives it from the layer's input), which orders the computation after that input.
     """
     if row_shift is None:

@@ -32,14 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from smh_jax import models
-from smh_jax.compress import PARAM_NAME, SMH, smh_params_of
+from smh_jax.linen.compress import PARAM_NAME, SMH, smh_params_of
 from smh_jax.core import tree_paths
 from smh_jax.core.layout import HashedTensor, Layout
 from smh_jax.core.options import SMHOptions
 from smh_jax.core.params import SMHParams
 from smh_jax.core.pools import HashPool, KroneckerPool, MetaPool, ProductPool
 from smh_jax.errors import UserError
-from smh_jax.export import directory_bytes, write_arrays_and_json
+from smh_jax.formats.dense_export import directory_bytes, write_arrays_and_json
 
 FORMAT = "smh_jax.artifact"
 VERSION = 1

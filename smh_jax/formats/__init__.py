@@ -1,0 +1,1 @@
+"""On-disk formats: the dense export, the compressed artifact, the warm start's loading."""
