@@ -4,6 +4,7 @@ import functools
 
 import flax.linen as nn
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -220,3 +221,233 @@ class IntParamModel(nn.Module):
     def __call__(self, x, train: bool = True):
         self.param("table", lambda rng: jnp.arange(4, dtype=jnp.int32))
         return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+# ----------------------------------------------------------------------------- the wrapper's
+# promises: what `init`, `apply` and `materialize` give for any linen model
+
+
+class TwoLayer(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="out")(nn.relu(nn.Dense(16, name="hidden")(x)))
+
+
+def test_init_forward_pass_runs_the_materialized_weights():
+    compressed = smh_jax.compress(TwoLayer(), fraction=0.5)
+    x = jax.random.normal(jax.random.key(1), (4, 8))
+    output, variables = compressed.init_with_output(jax.random.key(0), x)
+    np.testing.assert_array_equal(output, compressed.apply(variables, x))
+
+
+class GainNorm(nn.Module):
+    """A hand-written norm layer: its gain starts at ones (not a Flax normalization type)."""
+
+    @nn.compact
+    def __call__(self, x):
+        gain = self.param("gain", nn.initializers.ones, (x.shape[-1],))
+        return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * gain
+
+
+class ShiftedNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = GainNorm(name="norm")(nn.Dense(32, name="d1")(x))
+        h = nn.Dense(32, kernel_init=nn.initializers.uniform(0.1), name="d2")(nn.relu(h))
+        return nn.Dense(4, name="d3")(h)
+
+
+def _fit(compressed, x, y, steps=60):
+    params = compressed.init(jax.random.key(3), x)["params"]
+    tx = optax.adam(1e-2)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(
+            lambda p: jnp.mean((compressed.apply({"params": p}, x) - y) ** 2))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    for _ in range(steps):
+        params, opt_state, loss = step(params, opt_state)
+    return params, float(loss)
+
+
+def test_constant_and_nonzero_mean_inits_start_at_their_mean_and_train():
+    compressed = smh_jax.compress(ShiftedNet(), fraction=0.5)
+    x = jax.random.normal(jax.random.key(0), (64, 8))
+    variables = compressed.init(jax.random.key(3), x)
+    start = compressed.materialize(variables["params"])
+    np.testing.assert_array_equal(start["norm"]["gain"], np.ones(32))  # exactly its constant
+    d2 = np.asarray(start["d2"]["kernel"])  # uniform(0.1) is U[0, 0.1): mean 0.05
+    assert abs(d2.mean() - 0.05) < 0.005 and abs(d2.std() - 0.1 / np.sqrt(12)) < 0.005
+    y = jax.random.normal(jax.random.key(1), (64, 4))
+    params, _ = _fit(compressed, x, y)
+    gain = np.asarray(compressed.materialize(params)["norm"]["gain"])
+    assert np.abs(gain - 1.0).max() > 1e-3  # the gain trained
+
+
+def test_zero_mean_inits_are_the_papers_scale_times_slice_exactly():
+    compressed = smh_jax.compress(TwoLayer(), fraction=0.5)
+    variables = compressed.init(jax.random.key(0), jnp.ones((1, 8)))
+    params = variables["params"]["smh"]
+    assert all(t.init_mean == 0.0 for t in params.layout.hashed)
+    virtual = smh_jax.core.materialize.virtual_weights(params)
+    scales = smh_jax.core.modifiers.multipliers(params.layout, params.modifiers)["scale"]
+    t = params.layout.hashed[0]
+    np.testing.assert_array_equal(
+        compressed.materialize(variables["params"])["hidden"]["kernel"],
+        (virtual[t.offset:t.offset + t.size] * scales[0]).reshape(t.shape))
+
+
+def test_frozen_scales_let_every_tensor_learn():
+    compressed = smh_jax.compress(ShiftedNet(), fraction=0.5, learn_scale=False)
+    x = jax.random.normal(jax.random.key(0), (64, 8))
+    layout = compressed.init(jax.random.key(3), x)["params"]["smh"].layout
+    frozen = {t.path: smh_jax.core.modifiers.frozen_scale(t, layout) for t in layout.hashed}
+    assert all(scale > 0 for scale in frozen.values()), frozen
+    # A zero-std tensor's fixed scale is the model's typical init std; a nonzero constant's
+    # is capped at 5% of the constant.
+    assert frozen["d1/bias"] == pytest.approx(layout.reference_std)
+    assert frozen["norm/gain"] <= 0.05
+    params, _ = _fit(compressed, x, jax.random.normal(jax.random.key(1), (64, 4)))
+    trained = compressed.materialize(params)
+    for name in ("d1", "d3"):
+        assert float(jnp.abs(trained[name]["bias"]).max()) > 0.01, name
+
+
+def _literal_zero_multiplications(jaxpr) -> int:
+    count = sum(1 for eqn in jaxpr.eqns if eqn.primitive.name == "mul"
+                for var in eqn.invars
+                if isinstance(var, jax_core.Literal) and np.all(np.asarray(var.val) == 0))
+    return count + sum(_literal_zero_multiplications(sub) for sub in jax_core.subjaxprs(jaxpr))
+
+
+def test_frozen_scales_put_no_zero_multiplier_into_the_step():
+    """A literal `x * 0.0` (a frozen zero scale) sends XLA:CPU into a slow fusion."""
+    compressed = smh_jax.compress(TwoLayer(), fraction=0.5, learn_scale=False)
+    x = jnp.ones((4, 8))
+    params = compressed.init(jax.random.key(0), x)["params"]
+    grad = jax.grad(lambda p: jnp.sum(compressed.apply({"params": p}, x)))
+    assert _literal_zero_multiplications(jax.make_jaxpr(grad)(params).jaxpr) == 0
+
+
+class Partitioned(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        kernel = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp"))
+        x = nn.Dense(16, kernel_init=kernel, name="d")(x)
+        scale = nn.with_logical_partitioning(nn.initializers.ones, ("mlp",))
+        x = nn.LayerNorm(scale_init=scale, name="ln")(x)
+        kernel = nn.with_partitioning(nn.initializers.lecun_normal(), ("model", None))
+        return nn.Dense(4, kernel_init=kernel, name="out")(x)
+
+
+def test_partitioned_params_are_hashed_by_value_and_keep_their_boxes():
+    compressed = smh_jax.compress(Partitioned(), fraction=0.5)
+    x = jnp.ones((2, 8))
+    variables = compressed.init(jax.random.key(0), x)
+    layout = variables["params"]["smh"].layout
+    assert [t.path for t in layout.hashed] == ["d/kernel", "d/bias", "out/kernel", "out/bias"]
+    dense = compressed.materialize(variables["params"])
+    assert isinstance(dense["d"]["kernel"], nn.LogicallyPartitioned)
+    assert dense["d"]["kernel"].names == ("embed", "mlp")
+    assert isinstance(dense["out"]["kernel"], nn.Partitioned)
+    assert dense["out"]["kernel"].names == ("model", None)
+    assert dense["ln"]["scale"].names == ("mlp",)  # unhashed: kept as the model made it
+    np.testing.assert_allclose(compressed.apply(variables, x),
+                               Partitioned().apply({"params": dense}, x), rtol=1e-6)
+
+
+class ParamDtypeNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(16, param_dtype=jnp.bfloat16, name="d1")(x)
+        return nn.Dense(4, name="d2")(nn.relu(x))  # float32 params
+
+
+@pytest.mark.parametrize("smh_dtype", ["float32", "bfloat16"])
+def test_each_hashed_tensor_keeps_its_parameter_dtype(smh_dtype):
+    model = ParamDtypeNet()
+    compressed = smh_jax.compress(model, fraction=0.5, dtype=smh_dtype)
+    x = jnp.ones((2, 8), jnp.bfloat16)
+    variables = compressed.init(jax.random.key(0), x)
+    dense = compressed.materialize(variables["params"])
+    assert dense["d1"]["kernel"].dtype == jnp.bfloat16
+    assert dense["d2"]["kernel"].dtype == jnp.float32
+    assert (compressed.apply(variables, x).dtype
+            == model.apply(model.init(jax.random.key(0), x), x).dtype)
+
+
+class NoParams(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x * 2
+
+
+class SlashName(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x @ self.param("a/b", nn.initializers.normal(1.0), (x.shape[-1], 4))
+
+
+def test_a_model_without_parameters_is_a_clear_error():
+    with pytest.raises(UserError, match="smh: NoParams has no parameters to compress"):
+        smh_jax.compress(NoParams(), fraction=0.5).init(jax.random.key(0), jnp.ones(3))
+
+
+def test_a_parameter_name_with_a_slash_is_handled():
+    compressed = smh_jax.compress(SlashName(), fraction=0.5)
+    x = jnp.ones((2, 8))
+    variables = compressed.init(jax.random.key(0), x)
+    dense = compressed.materialize(variables["params"])
+    assert list(dense) == ["a/b"]
+    np.testing.assert_allclose(compressed.apply(variables, x),
+                               SlashName().apply({"params": dense}, x), rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_and_jax_scalars_are_accepted_as_sizes():
+    x = jnp.ones((2, 8))
+    for size in ({"fraction": np.float32(0.5)}, {"fraction": jnp.float32(0.5)},
+                 {"target_params": np.int64(100)}):
+        layout = smh_jax.compress(TwoLayer(), **size).init(
+            jax.random.key(0), x)["params"]["smh"].layout
+        assert layout.requested in (("fraction", 0.5), ("target_params", 100.0))
+
+
+class AutoEncoder(nn.Module):
+    def setup(self):
+        self.enc = nn.Dense(3)
+        self.dec = nn.Dense(8)
+
+    def encode(self, x):
+        return self.enc(x)
+
+    def __call__(self, x):
+        z = self.encode(x)
+        self.sow("intermediates", "code", z)
+        return self.dec(z)
+
+
+def test_apply_forwards_method_to_the_wrapped_model():
+    compressed = smh_jax.compress(AutoEncoder(), fraction=0.5)
+    x = jnp.ones((2, 8))
+    variables = compressed.init(jax.random.key(0), x)
+    dense = {"params": compressed.materialize(variables["params"])}
+    want = AutoEncoder().apply(dense, x, method=AutoEncoder.encode)
+    np.testing.assert_allclose(compressed.apply(variables, x, method=AutoEncoder.encode), want,
+                               rtol=1e-6)
+    np.testing.assert_allclose(compressed.apply(variables, x, method="encode"), want, rtol=1e-6)
+
+
+def test_captured_intermediates_are_laid_out_as_the_wrapped_models():
+    compressed = smh_jax.compress(AutoEncoder(), fraction=0.5)
+    x = jnp.ones((2, 8))
+    variables = compressed.init(jax.random.key(0), x)
+    dense = {"params": compressed.materialize(variables["params"])}
+    _, want = AutoEncoder().apply(dense, x, capture_intermediates=True)
+    _, got = compressed.apply(variables, x, capture_intermediates=True)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

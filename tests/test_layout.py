@@ -32,22 +32,23 @@ def test_tiles_in_creation_order_with_contiguous_offsets():
     sizes = [t.size for t in layout.hashed]
     assert offsets == list(np.cumsum([0] + sizes[:-1]))
     assert layout.num_hashed == sum(sizes) == 288 + 8 + 128 + 64
-    assert [p for p, hashed in layout.param_order if not hashed] == [
+    assert [tree_paths.path_str(k) for k, hashed in layout.param_order if not hashed] == [
         "norm/scale", "norm/bias", "count/steps"]
 
 
 def test_normalization_layers_and_non_float_are_skipped_by_default():
-    paths = [p for p, _ in select_hashed(_params(), SMHOptions(fraction=0.5),
-                                         frozenset({"norm"}))]
+    paths = [tree_paths.path_str(k) for k, _ in select_hashed(
+        _params(), SMHOptions(fraction=0.5), frozenset({"norm"}))]
     assert "norm/scale" not in paths and "count/steps" not in paths
-    with_norm = [p for p, _ in select_hashed(
+    with_norm = [tree_paths.path_str(k) for k, _ in select_hashed(
         _params(), SMHOptions(fraction=0.5, hash_normalization=True), frozenset({"norm"}))]
     assert "norm/scale" in with_norm
 
 
 def test_include_exclude_patterns():
     options = SMHOptions(fraction=0.5, include=r"kernel$", exclude=(r"^Dense_2",))
-    paths = [p for p, _ in select_hashed(_params(), options, frozenset({"norm"}))]
+    paths = [tree_paths.path_str(k) for k, _ in select_hashed(_params(), options,
+                                                               frozenset({"norm"}))]
     assert paths == ["z/kernel", "Dense_10/kernel"]
 
 
@@ -102,3 +103,11 @@ def test_layout_is_static_metadata_of_equal_value():
                             frozenset({"norm"}))
     assert resorted.hashed[0].path == "Dense_10/kernel" and resorted != a
     assert a.fingerprint()["pool"] == {"pool": "product", "n": 23, "M": 6}
+
+
+def test_pool_is_sized_from_the_exact_decimal_fraction():
+    params = {"w": np.random.default_rng(0).normal(size=(25, 25)).astype(np.float32)}
+    layout = build_layout(params, SMHOptions(fraction=0.56))  # N = 625, T = 350 exactly
+    assert (layout.pool.side, layout.pool.rank) == (25, 7)
+    hashed = build_layout(params, SMHOptions(fraction=0.28, pool="hash"))
+    assert hashed.pool.size == 175

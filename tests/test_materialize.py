@@ -128,11 +128,12 @@ def test_materialize_is_one_dot_and_no_gather():
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_materialize_dtype(dtype):
+def test_product_runs_in_smh_dtype_and_tensors_keep_their_own_dtype(dtype):
     layout = build_layout(_dense(), SMHOptions(fraction=0.5, dtype=dtype), frozenset({"bn"}))
     params = init_params(jax.random.key(0), layout, _dense())
     dense = materialize(params)
-    assert dense["conv"]["kernel"].dtype == jnp.dtype(dtype)
+    assert dense["conv"]["kernel"].dtype == jnp.float32  # the parameter's own dtype
+    assert materialize(params, dtype)["conv"]["kernel"].dtype == jnp.dtype(dtype)
     assert dense["bn"]["scale"].dtype == jnp.float32  # unhashed stay as they are
     assert params.pool["a"].dtype == jnp.float32  # variables stay float32
     reference = materialize(params, jnp.float32)["conv"]["kernel"]

@@ -64,7 +64,7 @@ def _expected(params, names):
         for name in names:
             if name == "scale":
                 w = w * (float(params.modifiers["scale"][i]) / c if layout.learn_scale
-                         else t.init_std)
+                         else modifiers.frozen_scale(t, layout))
             elif name == "fan_out_scale":
                 w = w * math.sqrt(layout.fan_out_gain / FAN_OUT[path])
             elif name in ("learned_fan_out_scale", "learned_scalar"):
@@ -73,7 +73,7 @@ def _expected(params, names):
                 w = np.maximum(w, 0.0)
             elif name == "sign":
                 w = np.sign(w)
-        out[path] = w
+        out[path] = w + t.init_mean  # the static offset: 1.5 for 'temperature', else 0
     return out
 
 
@@ -185,7 +185,7 @@ def test_modifier_errors():
         SMHOptions(fraction=0.5, modifiers=("scale", "tanh"))
     with pytest.raises(UserError, match="lists a modifier twice"):
         SMHOptions(fraction=0.5, modifiers=("relu", "relu"))
-    with pytest.raises(UserError, match="fan_out_gain: 0 must be > 0"):
+    with pytest.raises(UserError, match="fan_out_gain: 0.0 is outside the allowed range"):
         SMHOptions(fraction=0.5, fan_out_gain=0)
     with pytest.raises(UserError, match="scale_parameterization: 'log' is not one of"):
         SMHOptions(fraction=0.5, scale_parameterization="log")

@@ -85,7 +85,7 @@ def test_each_tensor_equals_its_full_materialization(options):
     per_tensor = jax.jit(lambda p: [rows.hashed_tensor(p, i) for i in range(len(p.layout.hashed))]
                          )(params)
     for t, got in zip(params.layout.hashed, per_tensor, strict=True):
-        np.testing.assert_allclose(got, full[t.path], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, full[t.key], rtol=1e-5, atol=1e-6)
 
 
 def test_compiled_program_holds_less_memory():

@@ -2,6 +2,7 @@
 
 import math
 import re
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smh_jax.core import pools
-from smh_jax.core.options import SMHOptions
+from smh_jax.core.options import SMHOptions, exact_decimal
 from smh_jax.errors import UserError
 
 
@@ -355,10 +356,12 @@ def test_meta_gradient_is_the_chain_rule_through_the_combination(combine):
 def test_smallest_fraction_is_rounded_up_so_it_is_itself_allowed(a, b):
     minimum, num_weights = min(a, b), max(a, b)
     named = pools.smallest_fraction(minimum, num_weights)
-    assert named * num_weights >= minimum  # what layout computes: fraction * N
-    assert named <= 1.0
-    assert named <= minimum / num_weights * 1.001 + 1e-15  # 4 significant digits
-    assert float(f"{named:.4g}") == named  # prints as it is
+    printed = pools.format_exact(named)
+    # The printed figure, given back as a fraction, reaches the minimum exactly.
+    assert exact_decimal(SMHOptions(fraction=float(printed)).fraction) * num_weights >= minimum
+    assert named <= 1
+    assert named <= Fraction(minimum, num_weights) * Fraction(1001, 1000)  # 4 digits
+    assert len(printed.replace(".", "").lstrip("0")) <= 4  # significant digits
 
 
 def test_a_pool_larger_than_the_hashed_weights_says_no_fraction_reaches_it():
@@ -366,3 +369,29 @@ def test_a_pool_larger_than_the_hashed_weights_says_no_fraction_reaches_it():
     with pytest.raises(UserError, match=r"smallest product pool, 200 variables .*no fraction "
                                         r"in \(0, 1\] reaches it: the 50 hashed weights"):
         pools.make_pool("product", 50, 50.0, options)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(4, 10**7), st.integers(1, 10**4), st.sampled_from([2, 3, 4]))
+def test_pool_sizes_are_exact_for_decimal_fractions(num_weights, thousandths, digits):
+    """fraction x N in exact decimal: 0.56 x 625 is 350, never 350.00000000000006."""
+    fraction = round(thousandths / 10**4, digits) or 10**-digits
+    target = Fraction(repr(fraction)) * num_weights
+    options = SMHOptions(fraction=fraction)
+    side = pools.product_side(num_weights, options)
+    if target >= 2 * side:
+        product = pools.make_pool("product", num_weights, exact_decimal(fraction) * num_weights,
+                                  options)
+        assert product.rank == math.ceil(target / (2 * side))
+        assert 2 * side * (product.rank - 1) < target <= 2 * side * product.rank
+    hashed = pools.make_pool("hash", num_weights, exact_decimal(fraction) * num_weights,
+                             options) if target >= 1 else None
+    if hashed is not None:
+        assert hashed.size == math.ceil(target)
+
+
+def test_a_float_fraction_does_not_gain_a_pool_unit_from_round_off():
+    options = SMHOptions(fraction=0.56)
+    assert 0.56 * 625 > 350  # the binary float overshoots...
+    pool = pools.make_pool("product", 625, exact_decimal(options.fraction) * 625, options)
+    assert (pool.side, pool.rank) == (25, 7)  # ...the exact decimal does not: 350 = 2 x 25 x 7

@@ -110,8 +110,9 @@ def test_projection_is_the_optimal_rank_m_approximation(parameterization):
         assert errors[scale] <= errors[r] + 1e-9
         assert errors[scale] < min(errors[1.01 * scale], errors[0.99 * scale])
     # Unhashed parameters (BatchNorm) are the dense model's, untouched.
-    for path, hashed in layout.param_order:
+    for key, hashed in layout.param_order:
         if not hashed:
+            path = tree_paths.path_str(key)
             np.testing.assert_array_equal(flat_weights[path], flat_dense[path])
 
 

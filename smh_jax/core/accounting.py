@@ -45,7 +45,7 @@ def accounting(params: SMHParams) -> dict[str, Any]:
         "init_range": "uniform" if layout.bounded_init else "normal",
         "tensors": [
             {"path": t.path, "shape": list(t.shape), "offset": t.offset, "size": t.size,
-             "init_std": t.init_std}
+             "init_mean": t.init_mean, "init_std": t.init_std}
             for t in layout.hashed
         ],
     }
@@ -63,7 +63,8 @@ def format_accounting(info: dict[str, Any], max_rows: int = 40) -> str:
         f"  dense model params    {info['dense_params']:>14,}",
         f"  achieved fraction     {info['fraction']:>14.4f}  (requested {info['requested']})",
         f"  hashed tensors ({len(info['tensors'])}):",
-        f"    {'offset':>12}  {'size':>10}  {'init std':>9}  {'shape':<18} path",
+        f"    {'offset':>12}  {'size':>10}  {'init mean':>9}  {'init std':>9}  "
+        f"{'shape':<18} path",
     ]
     rows = info["tensors"]
     shown = rows if len(rows) <= max_rows else rows[:max_rows // 2] + [None] + rows[-max_rows // 2:]
@@ -71,6 +72,6 @@ def format_accounting(info: dict[str, Any], max_rows: int = 40) -> str:
         if t is None:
             lines.append(f"    ... {len(rows) - 2 * (max_rows // 2)} more ...")
             continue
-        lines.append(f"    {t['offset']:>12,}  {t['size']:>10,}  {t['init_std']:>9.4g}  "
-                     f"{str(tuple(t['shape'])):<18} {t['path']}")
+        lines.append(f"    {t['offset']:>12,}  {t['size']:>10,}  {t['init_mean']:>9.4g}  "
+                     f"{t['init_std']:>9.4g}  {str(tuple(t['shape'])):<18} {t['path']}")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from smh_jax.core import modifiers, tree_paths
-from smh_jax.core.layout import Layout
+from smh_jax.core.layout import HashedTensor, Layout
 from smh_jax.core.params import SMHParams
 
 
@@ -58,26 +58,45 @@ def split_virtual(virtual: jax.Array, layout: Layout) -> list[jax.Array]:
     return jax.lax.split(virtual, sizes + [rest] if rest else sizes)[:len(sizes)]
 
 
-def hashed_tensors(params: SMHParams, dtype: Optional[Any] = None) -> dict[str, jax.Array]:
-    """Each hashed tensor (modifiers applied), keyed by its '/'-joined path."""
+def split_scalars(vector: jax.Array) -> list[jax.Array]:
+    """One scalar per tensor, by split: its transpose is one concatenate, not L pads."""
+    return [s.reshape(()) for s in jax.lax.split(vector, [1] * vector.shape[0])]
+
+
+def hashed_tensors(params: SMHParams, dtype: Optional[Any] = None,
+                   product_dtype: Optional[Any] = None) -> dict[tuple[str, ...], jax.Array]:
+    """Each hashed tensor (modifiers and offset applied), keyed by its path.
+
+    Tensors come out in `dtype`, default each parameter's own dtype; the pool is
+    evaluated in `product_dtype`, default `dtype` if given, else the layout's smh dtype.
+    """
     layout = params.layout
-    pieces = split_virtual(virtual_weights(params, dtype), layout)
-    # One scalar per tensor, also by split (its transpose is one concatenate, not L pads).
-    count = len(layout.hashed)
-    learned = {name: [s.reshape(()) for s in jax.lax.split(vector, [1] * count)]
+    pieces = split_virtual(virtual_weights(params, product_dtype or dtype), layout)
+    learned = {name: split_scalars(vector)
                for name, vector in modifiers.multipliers(layout, params.modifiers).items()}
-    return {t.path: modifiers.apply(layout, i, pieces[i].reshape(t.shape), learned)
+    return {t.key: modifiers.to_weights(layout, i, pieces[i], learned, dtype)
             for i, t in enumerate(layout.hashed)}
 
 
-def merge(layout: Layout, hashed: dict[str, jax.Array], unhashed: Any) -> dict[str, Any]:
+def boxed(tensor: HashedTensor, value: jax.Array) -> Any:
+    """`value` in the parameter's own metadata box (e.g. logical partitioning), if any."""
+    return value if tensor.box is None else tensor.box.replace_boxed(value)
+
+
+def merge(layout: Layout, hashed: dict[tuple[str, ...], jax.Array], unhashed: Any
+          ) -> dict[str, Any]:
     """The original model's parameter tree, in creation order, from both kinds of tensors."""
-    flat_unhashed = {tree_paths.path_str(p): v for p, v in tree_paths.ordered_items(unhashed)}
+    flat_unhashed = dict(tree_paths.ordered_items(unhashed))
+    tensors = {t.key: t for t in layout.hashed}
     return tree_paths.nest([
-        (tuple(path.split("/")), hashed[path] if is_hashed else flat_unhashed[path])
-        for path, is_hashed in layout.param_order])
+        (key, boxed(tensors[key], hashed[key]) if is_hashed else flat_unhashed[key])
+        for key, is_hashed in layout.param_order])
 
 
 def materialize(params: SMHParams, dtype: Optional[Any] = None) -> dict[str, Any]:
-    """Dense params that the wrapped model's `apply` accepts (hashed tensors in `dtype`)."""
+    """Dense params that the wrapped model's `apply` accepts.
+
+    Hashed tensors come out in their own parameter dtypes (the product runs in the
+    layout's smh dtype), or all in `dtype` when given (e.g. float32 for an export).
+    """
     return merge(params.layout, hashed_tensors(params, dtype), params.unhashed)

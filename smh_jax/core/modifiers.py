@@ -13,13 +13,24 @@ every weight of the slice, so with `direct` a step moves the scale of a 36,864-w
 (d loss / d s = <G, u>; dense: delta s = -lr <G, u> / size). `norm` divides that back out,
 so plain SGD (and weight decay) moves each layer's scale exactly as it would move the
 dense layer's norm: the learnable scale then trains stably with the dense recipe's LR.
+
+After the modifiers, each tensor gets its initializer's mean as a static offset:
+w = init_mean + modifiers(slice). Zero-mean initializers (every kernel of the zoo) add
+nothing, so their weights are the paper's s x slice exactly; a ones-initialized gain
+starts at 1 instead of at 0 (`docs/smh.md`, "Initialization").
+
+Frozen scales (`learn_scale=False`): each tensor's fixed multiplier is its init std. A
+tensor whose initializer has std 0 (a zero bias, a constant gain) would then be frozen
+at its constant for ever, so it gets the model's typical init std instead
+(`Layout.reference_std`), capped at `CONSTANT_NOISE` x |mean| for a nonzero constant: it
+starts at its constant plus small noise, and learns at the pace of the weights.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Union
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +40,21 @@ from smh_jax.core.layout import HashedTensor, Layout
 from smh_jax.core.options import learnable_modifiers
 
 
+CONSTANT_NOISE = 0.05  # frozen scales: noise on a nonzero constant, relative to |mean|
+
+
+def frozen_scale(tensor: HashedTensor, layout: Layout) -> float:
+    """The fixed multiplier of `scale` when scales are frozen (module doc)."""
+    if tensor.init_std > 0:
+        return tensor.init_std
+    if tensor.init_mean != 0:
+        return min(layout.reference_std, CONSTANT_NOISE * abs(tensor.init_mean))
+    return layout.reference_std
+
+
 def _initial_value(modifier: str, tensor: HashedTensor, layout: Layout) -> float:
     if modifier == "scale":
-        return tensor.init_std
+        return tensor.init_std if layout.learn_scale else frozen_scale(tensor, layout)
     if modifier in ("fan_out_scale", "learned_fan_out_scale"):
         return math.sqrt(layout.fan_out_gain / tensor.fan_out)
     if modifier == "learned_scalar":
@@ -84,3 +107,21 @@ def apply(layout: Layout, index: int, values: jax.Array,
         else:
             raise ValueError(f"unknown modifier {modifier!r}")
     return values
+
+
+def to_weights(layout: Layout, index: int, unit_values: jax.Array,
+               learned: Mapping[str, Union[jax.Array, Sequence[jax.Array]]],
+               dtype: Optional[Any] = None) -> jax.Array:
+    """Hashed tensor `index` from its unit-scale slice: modifiers, mean offset, dtype.
+
+    The modifiers and the offset run in the wider of the slice's dtype and the output
+    dtype (`dtype`, default the parameter's own), so a bfloat16 product does not round a
+    float32 parameter's offset; then the result is cast to the output dtype.
+    """
+    tensor = layout.hashed[index]
+    out_dtype = jnp.dtype(dtype or tensor.dtype)
+    work = jnp.promote_types(unit_values.dtype, out_dtype)
+    values = apply(layout, index, unit_values.reshape(tensor.shape).astype(work), learned)
+    if tensor.init_mean != 0:
+        values = values + jnp.asarray(tensor.init_mean, work)
+    return values.astype(out_dtype)

@@ -32,11 +32,11 @@ class SMHParams:
 def init_params(rng: jax.Array, layout: Layout, dense_params: Mapping[str, Any]) -> SMHParams:
     """Fresh pool variables (unit-std virtual weights), initial scales, unhashed params.
 
-    Unhashed parameters are taken from `dense_params`, the wrapped model's own init.
+    Unhashed parameters are taken from `dense_params`, the wrapped model's own init
+    (boxed ones stay boxed), in the layout's creation order.
     """
-    hashed = {path for path, is_hashed in layout.param_order if is_hashed}
-    unhashed = [(p, leaf) for p, leaf in tree_paths.ordered_items(dense_params)
-                if tree_paths.path_str(p) not in hashed]
+    flat = dict(tree_paths.ordered_items(dense_params))
+    unhashed = [(key, flat[key]) for key, is_hashed in layout.param_order if not is_hashed]
     return SMHParams(
         pool=layout.pool.init(rng, 1.0, layout.bounded_init),
         modifiers=modifiers.init_params(layout),

@@ -14,7 +14,10 @@ entries of A @ B with A (n x M) and B (M x n): one matrix product yields every w
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
+from fractions import Fraction
+from collections.abc import Sequence
 from typing import Any, Union
 
 import jax
@@ -178,11 +181,77 @@ class HashPool:
         return {"pool": self.kind, "size": self.size, "K": self.num_hashes}
 
 
+def sign_hash(weight_index, seed: int):
+    """+-1 per weight from an independent hash: the top bit of fmix32(i * golden + seed)."""
+    xp = jnp if isinstance(weight_index, jax.Array) else np
+    x = weight_index.astype(xp.uint32) * xp.uint32(_GOLDEN) + xp.uint32(seed)
+    return (1 - 2 * (_fmix32(x) >> xp.uint32(31)).astype(xp.int32)).astype(xp.int8)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerHashPool:
+    """HashedNets (Chen et al., ICML 2015): each layer hashed into its own signed buckets.
+
+    `groups` are consecutive runs of the virtual weights, one per layer (its kernel and
+    bias together, in tiling order), as (weights, buckets, std): weight i of group g is
+    xi_g(i) * buckets_g[h_g(i)], with h and xi independent hashes seeded per group, one
+    hash per weight, every layer compressed by the same factor. Deterministic: the
+    indices and signs are pure functions of (i, seed, group), recomputed in the step.
+
+    As in HashedNets, the buckets hold weights in their layer's own units: they start
+    with the layer's init std (`std` of the group), so the pool needs no per-layer scale
+    modifier (its default modifiers are none) and SGD moves the buckets as HashedNets'.
+    """
+
+    groups: tuple[tuple[int, int, float], ...]
+    seed: int
+    kind: str = "hashnet"
+
+    @property
+    def num_variables(self) -> int:
+        return sum(buckets for _, buckets, _ in self.groups)
+
+    @property
+    def virtual_size(self) -> int:
+        return sum(weights for weights, _, _ in self.groups)
+
+    def seeds(self, group: int) -> tuple[int, int]:
+        """(index seed, sign seed) of a group."""
+        index_seed, sign_seed = hash_seeds(self.seed * 1009 + group, 2)
+        return index_seed, sign_seed
+
+    def init(self, rng: jax.Array, std: float, bounded: bool) -> Params:
+        # A signed single hash keeps each bucket's distribution: virtual std = bucket std.
+        parts = [_init_entries(key, (buckets,), std * group_std, bounded) for key, (_, buckets,
+                 group_std) in zip(jax.random.split(rng, len(self.groups)), self.groups,
+                                   strict=True)]
+        return {"buckets": jnp.concatenate(parts)}
+
+    def indices_and_signs(self, group: int) -> tuple[jax.Array, jax.Array]:
+        """Global bucket index and sign of every weight of `group`."""
+        weights, buckets, _ = self.groups[group]
+        offset = sum(b for _, b, _ in self.groups[:group])
+        index_seed, sign_seed = self.seeds(group)
+        local = jnp.arange(weights, dtype=jnp.uint32)
+        return offset + hash_indices(local, index_seed, buckets), sign_hash(local, sign_seed)
+
+    def virtual(self, params: Params, dtype) -> jax.Array:
+        buckets = params["buckets"]
+        parts = []
+        for group in range(len(self.groups)):
+            index, sign = self.indices_and_signs(group)
+            parts.append(buckets[index] * sign.astype(buckets.dtype))
+        return jnp.concatenate(parts).astype(dtype)
+
+    def describe(self) -> dict[str, Any]:
+        return {"pool": self.kind, "size": self.num_variables, "layers": len(self.groups)}
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaPool:
     """Sub-pools combined elementwise by sum or product over their common virtual length."""
 
-    pools: tuple[Union[ProductPool, KroneckerPool, HashPool], ...]
+    pools: tuple[Union[ProductPool, KroneckerPool, HashPool, LayerHashPool], ...]
     combine: str
     kind: str = "meta"
 
@@ -215,33 +284,47 @@ class MetaPool:
                 "sub_pools": [p.describe() for p in self.pools]}
 
 
-Pool = Union[ProductPool, KroneckerPool, HashPool, MetaPool]
+Pool = Union[ProductPool, KroneckerPool, HashPool, LayerHashPool, MetaPool]
 
 
-def smallest_fraction(minimum: int, num_weights: int, digits: int = 4) -> float:
-    """minimum / num_weights rounded UP to `digits` significant digits.
+def smallest_fraction(minimum: int, num_weights: int, digits: int = 4) -> Fraction:
+    """minimum / num_weights rounded UP to `digits` significant decimal digits, exactly.
 
-    The figure an error message names must itself be accepted: rounded to nearest it can
-    fall below the boundary (262 / 16,910 = 0.015494 -> 0.01549, refused again).
+    The figure an error message names must itself be accepted: 262 / 16,910 = 0.015494...
+    is named 0.0155, whose exact decimal times N reaches the minimum.
     """
-    exact = minimum / num_weights
-    scale = 10.0 ** (digits - 1 - math.floor(math.log10(exact)))
-    rounded = math.ceil(exact * scale - 1e-9) / scale
-    while rounded * num_weights < minimum:  # float fuzz in the product the layout computes
-        rounded = (round(rounded * scale) + 1) / scale
-    return float(f"{rounded:.{digits}g}")
+    exact = Fraction(minimum, num_weights)
+    quantum = Fraction(10) ** (math.floor(math.log10(exact)) - digits + 1)
+    rounded = math.ceil(exact / quantum) * quantum
+    if rounded * num_weights < minimum:  # guard log10 rounding at a power of ten
+        rounded += quantum
+    return rounded
 
 
-def _too_small(kind: str, target: float, minimum: int, num_weights: int, unit: str) -> UserError:
+def format_exact(value: Fraction) -> str:
+    """An exact decimal for a fraction with a terminating expansion, else 12 digits."""
+    value = Fraction(value)
+    if value.denominator == 1:
+        return str(value.numerator)
+    text = format(decimal.Decimal(value.numerator) / decimal.Decimal(value.denominator), "f")
+    if Fraction(text) == value:
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return f"{float(value):.12g}"
+
+
+def _too_small(kind: str, target: Fraction, minimum: int, num_weights: int,
+               unit: str) -> UserError:
     if minimum > num_weights:
         allowed = (f"no fraction in (0, 1] reaches it: the {num_weights} hashed weights are "
                    f"fewer than one unit of this pool")
     else:
-        allowed = f"the smallest allowed fraction is {smallest_fraction(minimum, num_weights):.4g}"
+        allowed = ("the smallest allowed fraction is "
+                   f"{format_exact(smallest_fraction(minimum, num_weights))}")
     return UserError(
-        f"smh: a target of {target:.0f} variables ({target / num_weights:.4g} of the "
-        f"{num_weights} hashed weights) is below the smallest {kind} pool, {minimum} variables "
-        f"({unit}); {allowed}")
+        f"smh: a target of {format_exact(target)} variables "
+        f"({format_exact(Fraction(target) / num_weights)} of the {num_weights} hashed "
+        f"weights) is below the smallest {kind} pool, {minimum} variables ({unit}); "
+        f"{allowed}")
 
 
 def product_side(num_weights: int, options: SMHOptions) -> int:
@@ -259,7 +342,8 @@ def kronecker_side(num_weights: int) -> int:
     return side
 
 
-def smallest_pool(kind: str, num_weights: int, options: SMHOptions) -> tuple[int, str]:
+def smallest_pool(kind: str, num_weights: int, options: SMHOptions,
+                  groups: Sequence[tuple[int, float]] = ()) -> tuple[int, str]:
     """(variables, description) of the smallest pool of `kind`: one unit of it.
 
     product: M = 1 (2n); kronecker: one replica (2 s^2); hash: one variable per hash (K);
@@ -273,8 +357,11 @@ def smallest_pool(kind: str, num_weights: int, options: SMHOptions) -> tuple[int
         return 2 * side * side, f"one replica of side {side}"
     if kind == "hash":
         return options.num_hashes, f"one variable per hash, K = {options.num_hashes}"
+    if kind == "hashnet":
+        layers = len(groups) if groups else 1
+        return layers, f"one bucket for each of the {layers} layers"
     if kind == "meta":
-        units = [smallest_pool(k, num_weights, options) for k in options.meta_pools]
+        units = [smallest_pool(k, num_weights, options, groups) for k in options.meta_pools]
         largest = max(u for u, _ in units)
         return len(units) * largest, (
             f"an equal share of at least {largest} for each of "
@@ -282,14 +369,18 @@ def smallest_pool(kind: str, num_weights: int, options: SMHOptions) -> tuple[int
     raise UserError(f"smh.pool: {kind!r} is not one of product, kronecker, hash, meta")
 
 
-def make_pool(kind: str, num_weights: int, target: float, options: SMHOptions) -> Pool:
+def make_pool(kind: str, num_weights: int, target: Union[int, Fraction],
+              options: SMHOptions, groups: Sequence[tuple[int, float]] = ()) -> Pool:
     """Sizes the pool of `kind` for `target` trainable variables over N = num_weights.
 
-    Sizes are the smallest that reach the target (the paper's M = ceil(T / 2n)); a target
-    below one unit of the pool (M = 1, one Kronecker replica, ...) is an error that names
-    the smallest allowed fraction.
+    Sizes are the smallest that reach the target (the paper's M = ceil(T / 2n)), in exact
+    arithmetic (`target` is an int or a Fraction); a target below one unit of the pool
+    (M = 1, one Kronecker replica, ...) is an error that names the smallest allowed
+    fraction. `groups` are the layers' (size, init std) in tiling order (the hashnet
+    pool hashes each layer separately, into ceil(T / N x size) buckets).
     """
-    minimum, unit = smallest_pool(kind, num_weights, options)
+    target = Fraction(target)
+    minimum, unit = smallest_pool(kind, num_weights, options, groups)
     if target < minimum:
         raise _too_small(kind, target, minimum, num_weights, unit)
     if kind == "product":
@@ -301,6 +392,12 @@ def make_pool(kind: str, num_weights: int, target: float, options: SMHOptions) -
     if kind == "hash":
         return HashPool(size=math.ceil(target), num_hashes=options.num_hashes,
                         seed=options.hash_seed, num_weights=num_weights)
-    share = target / len(options.meta_pools)
-    subs = tuple(make_pool(k, num_weights, share, options) for k in options.meta_pools)
+    if kind == "hashnet":
+        rate = target / num_weights
+        return LayerHashPool(groups=tuple((size, max(1, math.ceil(rate * size)), std)
+                                          for size, std in (groups or ((num_weights, 1.0),))),
+                             seed=options.hash_seed)
+    share = target / len(options.meta_pools)  # exact: a Fraction
+    subs = tuple(make_pool(k, num_weights, share, options, groups)
+                 for k in options.meta_pools)
     return MetaPool(pools=subs, combine=options.meta_combine)

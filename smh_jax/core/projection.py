@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax.core import meta
+
 from smh_jax.core import modifiers as modifiers_lib
 from smh_jax.core import tree_paths
 from smh_jax.core.layout import Layout
@@ -75,25 +77,38 @@ def flat_by_path(tree: Mapping[str, Any]) -> dict[str, Any]:
     return {tree_paths.path_str(p): leaf for p, leaf in tree_paths.ordered_items(tree)}
 
 
-def check_dense_params(layout: Layout, dense_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Every parameter of the layout, by path, as numpy; UserError naming the bad path."""
-    flat = flat_by_path(dense_params)
-    expected = {t.path: t.shape for t in layout.hashed}
+def check_dense_params(layout: Layout, dense_params: Mapping[str, Any]
+                       ) -> dict[tuple[str, ...], np.ndarray]:
+    """Every parameter of the layout, by key, as numpy; UserError naming the bad path."""
+    flat = {key: meta.unbox(leaf) for key, leaf in tree_paths.ordered_items(dense_params)}
+    expected = {t.key: t.shape for t in layout.hashed}
     out = {}
-    for path, _ in layout.param_order:
-        if path not in flat:
-            raise UserError(f"dense params: {path!r} is missing; the compressed model needs "
+    for key, _ in layout.param_order:
+        name = tree_paths.path_str(key)
+        if key not in flat:
+            raise UserError(f"dense params: {name!r} is missing; the compressed model needs "
                             f"every parameter of the architecture it wraps")
-        value = np.asarray(flat[path])
-        if path in expected and tuple(value.shape) != expected[path]:
-            raise UserError(f"dense params: {path!r} has shape {tuple(value.shape)}; the "
-                            f"compressed model's layout has {expected[path]}")
-        out[path] = value
-    extra = [p for p in flat if p not in out]
+        value = np.asarray(flat[key])
+        if key in expected and tuple(value.shape) != expected[key]:
+            raise UserError(f"dense params: {name!r} has shape {tuple(value.shape)}; the "
+                            f"compressed model's layout has {expected[key]}")
+        out[key] = value
+    extra = [k for k in flat if k not in out]
     if extra:
-        raise UserError(f"dense params: {extra[0]!r} is not a parameter of the compressed "
-                        f"model ({len(extra)} unexpected); is this the same architecture?")
+        raise UserError(f"dense params: {tree_paths.path_str(extra[0])!r} is not a parameter "
+                        f"of the compressed model ({len(extra)} unexpected); is this the same "
+                        "architecture?")
     return out
+
+
+def _centered(layout: Layout, dense: Mapping[tuple[str, ...], np.ndarray]
+              ) -> dict[tuple[str, ...], np.ndarray]:
+    """Each hashed tensor minus its static offset (init mean), flat, float64.
+
+    The materialized weights are init_mean + multiplier x slice, so the slices fit these.
+    """
+    return {t.key: np.asarray(dense[t.key], np.float64).reshape(-1) - t.init_mean
+            for t in layout.hashed}
 
 
 # ----------------------------------------------------------------------------- maths
@@ -121,27 +136,27 @@ def _chosen_modifier(layout: Layout) -> Optional[str]:
     return learned[0] if learned else None
 
 
-def layer_scales(layout: Layout, dense: Mapping[str, np.ndarray]) -> np.ndarray:
+def layer_scales(layout: Layout, centered: Mapping[tuple[str, ...], np.ndarray]) -> np.ndarray:
     """r_l, what each hashed tensor is divided by before tiling (see the module doc).
 
-    The RMS of the dense tensor when the layout has a learnable multiplier; otherwise the
-    fixed multiplier the model applies to the slice. 0 for an all-zero tensor.
+    The RMS of the (offset-centered) dense tensor when the layout has a learnable
+    multiplier; otherwise the fixed multiplier the model applies to the slice. 0 for an
+    all-zero tensor.
     """
     if _chosen_modifier(layout) is None:
         return _fixed_multipliers(layout)
-    return np.array([math.sqrt(float(np.mean(np.square(dense[t.path], dtype=np.float64))))
+    return np.array([math.sqrt(float(np.mean(np.square(centered[t.key]))))
                      for t in layout.hashed])
 
 
-def tiled_matrix(layout: Layout, dense: Mapping[str, np.ndarray],
+def tiled_matrix(layout: Layout, centered: Mapping[tuple[str, ...], np.ndarray],
                  scales: np.ndarray) -> np.ndarray:
     """The n x n float64 matrix of W_l / r_l, row-major in layout order, zero tail."""
     side = layout.pool.side
     flat = np.zeros(side * side, np.float64)
     for tensor, r in zip(layout.hashed, scales, strict=True):
         if r > 0:
-            flat[tensor.offset:tensor.offset + tensor.size] = (
-                np.asarray(dense[tensor.path], np.float64).reshape(-1) / r)
+            flat[tensor.offset:tensor.offset + tensor.size] = centered[tensor.key] / r
     return flat.reshape(side, side)
 
 
@@ -175,8 +190,9 @@ def project(layout: Layout, dense_params: Mapping[str, Any]) -> SMHParams:
     """SMH params whose materialization best approximates `dense_params` (module doc)."""
     check_projectable(layout)
     dense = check_dense_params(layout, dense_params)
-    scales = layer_scales(layout, dense)
-    a, b = rank_factors(tiled_matrix(layout, dense, scales), layout.pool.rank)
+    centered = _centered(layout, dense)
+    scales = layer_scales(layout, centered)
+    a, b = rank_factors(tiled_matrix(layout, centered, scales), layout.pool.rank)
     virtual = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float64).reshape(-1)
     chosen = _chosen_modifier(layout)
     stored = modifiers_lib.init_params(layout)  # initial values of every learnable one
@@ -186,13 +202,12 @@ def project(layout: Layout, dense_params: Mapping[str, Any]) -> SMHParams:
         for i, tensor in enumerate(layout.hashed):
             piece = virtual[tensor.offset:tensor.offset + tensor.size]
             norm2 = float(piece @ piece)
-            weights = dense[tensor.path].reshape(-1).astype(np.float64)
+            weights = centered[tensor.key]
             best = float(piece @ weights) / norm2 if norm2 > 0 else scales[i]
             values[i] = best / fixed[i] if fixed[i] != 0 else 0.0
         divisors = modifiers_lib.parameterization_divisors(layout).astype(np.float64)
         stored = {**stored, chosen: (values * divisors).astype(np.float32)}
-    hashed = {t.path for t in layout.hashed}
-    unhashed = [(tuple(p.split("/")), dense[p]) for p, _ in layout.param_order if p not in hashed]
+    unhashed = [(key, dense[key]) for key, is_hashed in layout.param_order if not is_hashed]
     return SMHParams(
         pool={"a": a.astype(np.float32), "b": b.astype(np.float32)},
         modifiers={k: np.asarray(v, np.float32) for k, v in stored.items()},
@@ -208,8 +223,8 @@ def relative_errors(params: SMHParams, dense_params: Mapping[str, Any]) -> dict[
               hashed_tensors(jax.tree.map(np.asarray, params), "float32").items()}
     per, total_err, total_norm = {}, 0.0, 0.0
     for t in params.layout.hashed:
-        w = dense[t.path].astype(np.float64)
-        err, norm = float(np.sum((w - approx[t.path]) ** 2)), float(np.sum(w ** 2))
+        w = dense[t.key].astype(np.float64)
+        err, norm = float(np.sum((w - approx[t.key]) ** 2)), float(np.sum(w ** 2))
         per[t.path] = math.sqrt(err / norm) if norm > 0 else math.sqrt(err)
         total_err, total_norm = total_err + err, total_norm + norm
     return {"overall": math.sqrt(total_err / total_norm) if total_norm else 0.0,

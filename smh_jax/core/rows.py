@@ -83,13 +83,12 @@ def hashed_tensor(params: SMHParams, index: int, dtype: Optional[Any] = None,
     `row_shift` an always-zero traced offset that orders the rows' read (see _rows_range).
     """
     layout = params.layout
-    dtype = jnp.dtype(dtype or layout.dtype)
     tensor = layout.hashed[index]
     values = virtual_slice(layout, params.pool, tensor.offset, tensor.offset + tensor.size,
-                           dtype, row_shift).reshape(tensor.shape)
+                           jnp.dtype(dtype or layout.dtype), row_shift)
     if learned is None:
         learned = modifiers.multipliers(layout, params.modifiers)
-    return modifiers.apply(layout, index, values, learned)
+    return modifiers.to_weights(layout, index, values, learned, dtype)
 
 
 def zero_depending_on(x: jax.Array) -> jax.Array:
@@ -107,10 +106,9 @@ def zero_depending_on(x: jax.Array) -> jax.Array:
     return jnp.minimum(jnp.abs(value >> 1), 0).astype(jnp.int32)
 
 
-def module_groups(layout: Layout) -> dict[str, list[tuple[str, int]]]:
-    """Module path ('layer1_block0/conv1') -> [(param name, hashed index), ...]."""
-    groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
+def module_groups(layout: Layout) -> dict[tuple[str, ...], list[tuple[str, int]]]:
+    """Module path (('layer1_block0', 'conv1')) -> [(param name, hashed index), ...]."""
+    groups: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
     for index, tensor in enumerate(layout.hashed):
-        module, _, name = tensor.path.rpartition("/")
-        groups[module].append((name, index))
+        groups[tensor.key[:-1]].append((tensor.key[-1], index))
     return dict(groups)

@@ -4,6 +4,11 @@ SMH tiles the hashed tensors in the order the model *creates* them. Flax's `init
 plain dicts whose insertion order is that creation order, but every `jax.tree` utility
 rebuilds dicts with sorted keys, which silently reorders layers (`Dense_10` before
 `Dense_2`). These helpers walk mappings in insertion order instead.
+
+Paths are tuples of keys; a key may itself contain '/' (Flax allows any parameter name).
+The '/'-joined string form is for display and for include/exclude regular expressions.
+Boxed parameters (`nn.with_partitioning`, `nn.with_logical_partitioning`: Flax's
+`AxisMetadata`) are leaves here, so their path is the parameter's, not '.../value'.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
+from flax.core import meta
 
 Path = tuple[str, ...]
 
@@ -25,6 +31,9 @@ def _key_name(key: Any) -> str:
 
 def ordered_items(tree: Any, prefix: Path = ()) -> Iterator[tuple[Path, Any]]:
     """Yields (path, leaf) in creation order: mappings in insertion order, others by jax."""
+    if isinstance(tree, meta.AxisMetadata):
+        yield prefix, tree
+        return
     if isinstance(tree, Mapping):
         for key in tree:
             yield from ordered_items(tree[key], prefix + (str(key),))

@@ -80,10 +80,10 @@ def _pool_from_json(data: dict[str, Any]) -> Any:
 def layout_to_json(layout: Layout) -> dict[str, Any]:
     """Every field of the layout, JSON-ready (floats round-trip exactly)."""
     return {
-        "hashed": [{"path": t.path, "shape": list(t.shape), "dtype": t.dtype,
-                    "offset": t.offset, "init_std": t.init_std,
+        "hashed": [{"key": list(t.key), "shape": list(t.shape), "dtype": t.dtype,
+                    "offset": t.offset, "init_mean": t.init_mean, "init_std": t.init_std,
                     "init_kurtosis": t.init_kurtosis} for t in layout.hashed],
-        "param_order": [[p, h] for p, h in layout.param_order],
+        "param_order": [[list(k), h] for k, h in layout.param_order],
         "pool": _pool_to_json(layout.pool),
         "index_store": layout.index_store, "pad_value": layout.pad_value,
         "modifiers": list(layout.modifiers), "learn_scale": layout.learn_scale,
@@ -99,24 +99,32 @@ def _field(data: dict[str, Any], key: str, where: str) -> Any:
     return data[key]
 
 
+def _key(value: Any) -> tuple[str, ...]:
+    """A parameter key: a list of names, or (written by earlier versions) a '/'-joined path."""
+    return tuple(value.split("/")) if isinstance(value, str) else tuple(str(k) for k in value)
+
+
 def layout_from_json(data: dict[str, Any]) -> Layout:
     """The Layout back from `layout_to_json`; UserError naming a missing/inconsistent field."""
     get = lambda d, k, w="layout.": _field(d, k, w)  # noqa: E731
     hashed, offset = [], 0
     for i, t in enumerate(get(data, "hashed")):
         where = f"layout.hashed[{i}]."
+        key = _key(t["key"]) if isinstance(t, dict) and "key" in t else _key(
+            get(t, "path", where))
         tensor = HashedTensor(
-            path=get(t, "path", where), shape=tuple(int(d) for d in get(t, "shape", where)),
+            key=key, shape=tuple(int(d) for d in get(t, "shape", where)),
             dtype=get(t, "dtype", where), offset=int(get(t, "offset", where)),
             init_std=float(get(t, "init_std", where)),
-            init_kurtosis=float(get(t, "init_kurtosis", where)))
+            init_kurtosis=float(get(t, "init_kurtosis", where)),
+            init_mean=float(t.get("init_mean", 0.0)))
         if tensor.offset != offset:
             raise UserError(f"{METADATA_FILE}: {where}offset is {tensor.offset} for "
                             f"{tensor.path!r}; the tensors before it end at {offset}")
         offset += tensor.size
         hashed.append(tensor)
-    order = tuple((str(p), bool(h)) for p, h in get(data, "param_order"))
-    if [t.path for t in hashed] != [p for p, h in order if h]:
+    order = tuple((_key(p), bool(h)) for p, h in get(data, "param_order"))
+    if [t.key for t in hashed] != [p for p, h in order if h]:
         raise UserError(f"{METADATA_FILE}: layout.param_order does not list the hashed "
                         "tensors of layout.hashed, in that order")
     pool = _pool_from_json(get(data, "pool"))
@@ -227,7 +235,7 @@ def _check_against_model(layout: Layout, dense: dict[str, Any]) -> None:
     shapes = {tree_paths.path_str(p): tuple(v.shape)
               for p, v in tree_paths.ordered_items(dense["params"])}
     hashed = {t.path: t.shape for t in layout.hashed}
-    listed = [p for p, _ in layout.param_order]
+    listed = [tree_paths.path_str(p) for p, _ in layout.param_order]
     for path in listed:
         if path not in shapes:
             raise UserError(f"{METADATA_FILE}: layout names {path!r}, which the model does not "

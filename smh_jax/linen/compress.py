@@ -18,18 +18,21 @@ from typing import Any, Union
 
 import flax.linen as nn
 import jax
-from flax.core.scope import DenyList
+from flax.core.scope import DenyList, union_filters
 
-from smh_jax.linen import per_layer as per_layer_lib
-from smh_jax.linen import init_sampling
 from smh_jax.core import accounting as accounting_lib
 from smh_jax.core import tree_paths
-from smh_jax.core.layout import Layout, build_layout
+from smh_jax.core.layout import Layout, build_layout, select_hashed
 from smh_jax.core.materialize import materialize as materialize_params
 from smh_jax.core.options import SMHOptions
 from smh_jax.core.params import SMHParams, init_params
+from smh_jax.errors import UserError
+from smh_jax.linen import init_sampling
+from smh_jax.linen import per_layer as per_layer_lib
 
 PARAM_NAME = "smh"
+_INIT_MUTABLE = DenyList("intermediates")  # Flax's default for init
+
 
 def smh_params_of(params: Union[Mapping[str, Any], SMHParams]) -> SMHParams:
     """Accepts variables['params'] of a compressed model, or the SMHParams itself."""
@@ -67,57 +70,115 @@ def _inner_mutable(mutable: Any) -> Any:
     return [c for c in mutable if c != "params"]
 
 
+def _is_own_call(method: Any) -> bool:
+    """Whether `method` (of `apply`/`init`) means the wrapper's own __call__."""
+    return (method is None or method == "__call__" or method is SMH.__call__
+            or getattr(method, "__func__", None) is SMH.__call__)
+
+
 class SMH(nn.Module):
     """`model` whose hashed weights are slices of one virtual matrix A @ B (see module doc)."""
 
     model: nn.Module
     options: SMHOptions
     # Inference memory: materialize each layer's weights right before it runs, from only
-    # the rows of A it needs, instead of the whole dense tree at once (smh_jax/linen/per_layer.py).
+    # the rows of A it needs, instead of the whole dense tree at once (linen/per_layer.py).
     per_layer: bool = False
+    # Set by `init`/`apply` for one call: the wrapped model's method to run (None: its
+    # __call__) and the capture_intermediates filter to hand to it.
+    inner_method: Any = None
+    capture: Any = False
 
     @nn.compact
     def __call__(self, *args, **kwargs):
         inner = self.model.clone(parent=None)
         rngs = {name: self.make_rng(name) for name in self.scope.rngs}
         if self.is_initializing() and not self.has_variable("params", PARAM_NAME):
-            records, normalization = [], set()
-            with init_sampling.recording(records, normalization):
-                dense_variables = inner.init(rngs, *args, **kwargs)
-            dense_params = dense_variables["params"]
-            paths = {path for path, _ in tree_paths.ordered_items(dense_params)}
-            sample = init_sampling.replay(records, paths)
-            if sample is None:
-                sample = init_sampling.eager_sample(inner, rngs.keys(), args, kwargs,
-                                                    dense_params)
-            layout = build_layout(dense_params, self.options, frozenset(normalization),
-                                  sample=sample)
-            self.param(PARAM_NAME, lambda rng: init_params(rng, layout, dense_variables["params"]))
-            for collection, tree in dense_variables.items():
-                if collection != "params":
-                    for name, value in tree.items():
-                        self.put_variable(collection, name, value)
-            params = self.get_variable("params", PARAM_NAME)
-            # The original's init does not update running statistics: discard updates.
-            output, _ = inner.apply({"params": materialize_params(params), **dense_variables},
-                                    *args, rngs=rngs, mutable=True, **kwargs)
-            return output
+            return self._initialize(inner, rngs, args, kwargs)
         params = self.get_variable("params", PARAM_NAME)
         collections = {c: self.variables[c] for c in self.variables if c != "params"}
         mutable = _inner_mutable(self.scope.mutable)
         if self.per_layer:
-            result = per_layer_lib.apply_per_layer(inner, params, collections, args, kwargs, rngs,
-                                          mutable)
+            result = per_layer_lib.apply_per_layer(
+                inner, params, collections, args, kwargs, rngs, mutable,
+                method=self.inner_method, capture_intermediates=self.capture)
         else:
-            result = inner.apply({"params": materialize_params(params), **collections},
-                                 *args, rngs=rngs, mutable=mutable, **kwargs)
+            result = inner.apply({**collections, "params": materialize_params(params)},
+                                 *args, rngs=rngs, mutable=mutable, method=self.inner_method,
+                                 capture_intermediates=self.capture, **kwargs)
         if mutable is False:
             return result
         output, updates = result
+        self._put_collections(updates)
+        return output
+
+    def _initialize(self, inner: nn.Module, rngs: dict[str, Any], args: tuple,
+                    kwargs: dict[str, Any]) -> Any:
+        with init_sampling.recording() as recording:
+            dense_variables = inner.init(rngs, *args, method=self.inner_method, **kwargs)
+        dense_params = dense_variables.get("params")
+        if not dense_params or not jax.tree.leaves(dense_params):
+            raise UserError(f"smh: {type(self.model).__name__} has no parameters to compress "
+                            "(its init creates no 'params' collection)")
+        order = init_sampling.creation_order(recording, dense_params)
+        flat = dict(tree_paths.ordered_items(dense_params))
+        ordered = tree_paths.nest([(key, flat[key]) for key in order])
+        normalization = frozenset(recording.normalization)
+        hashed = [key for key, _ in select_hashed(ordered, self.options, normalization)]
+        stats = init_sampling.statistics(
+            recording, hashed, lambda: init_sampling.eager_sample(
+                inner, rngs.keys(), args, kwargs, dense_params, method=self.inner_method))
+        layout = build_layout(ordered, self.options, normalization, stats=stats)
+        params = self.param(PARAM_NAME, lambda rng: init_params(rng, layout, ordered))
+        self._put_collections({c: tree for c, tree in dense_variables.items() if c != "params"})
+        # The init forward pass runs on the materialized weights, exactly what `apply`
+        # computes; like the original's init, it leaves running statistics as they were.
+        variables = {**dense_variables, "params": materialize_params(params)}
+        output, updates = inner.apply(variables, *args, rngs=rngs, mutable=True,
+                                      method=self.inner_method,
+                                      capture_intermediates=self.capture, **kwargs)
+        if self.capture and "intermediates" in updates:
+            self._put_collections({"intermediates": updates["intermediates"]})
+        return output
+
+    def _put_collections(self, updates: Mapping[str, Any]) -> None:
         for collection, tree in updates.items():
             for name, value in tree.items():
                 self.put_variable(collection, name, value)
-        return output
+
+    # Forward `method=` and `capture_intermediates=` to the wrapped model: the wrapper is
+    # transparent, so `compressed.apply(v, x, method='encode')` runs the model's encode
+    # and captured intermediates are laid out exactly as the model's own.
+    @nn.nowrap
+    def _forwarding(self, method: Any, capture: Any, mutable: Any) -> tuple["SMH", Any]:
+        module = self
+        if not _is_own_call(method):
+            module = module.clone(inner_method=method)
+        if capture:
+            module = module.clone(capture=capture)
+            mutable = union_filters(mutable, "intermediates")
+        return module, mutable
+
+    @nn.nowrap
+    def apply(self, variables, *args, rngs=None, method=None, mutable=False,
+              capture_intermediates=False, **kwargs):
+        """Same arguments as the wrapped model's `apply` (method and capture forwarded)."""
+        module, mutable = self._forwarding(method, capture_intermediates, mutable)
+        return nn.Module.apply(module, variables, *args, rngs=rngs, mutable=mutable, **kwargs)
+
+    @nn.nowrap
+    def init_with_output(self, rngs, *args, method=None, mutable=_INIT_MUTABLE,
+                         capture_intermediates=False, **kwargs):
+        """Same arguments as the wrapped model's `init_with_output`."""
+        module, mutable = self._forwarding(method, capture_intermediates, mutable)
+        return nn.Module.init_with_output(module, rngs, *args, mutable=mutable, **kwargs)
+
+    @nn.nowrap
+    def init(self, rngs, *args, method=None, mutable=_INIT_MUTABLE,
+             capture_intermediates=False, **kwargs):
+        """Same arguments as the wrapped model's `init`."""
+        module, mutable = self._forwarding(method, capture_intermediates, mutable)
+        return nn.Module.init(module, rngs, *args, mutable=mutable, **kwargs)
 
     @nn.nowrap
     def materialize(self, params: Union[Mapping[str, Any], SMHParams]) -> dict[str, Any]:
@@ -138,6 +199,17 @@ class SMH(nn.Module):
 _jit_materialize = jax.jit(materialize_params)
 
 
+def _check_module(model: Any) -> None:
+    if isinstance(model, nn.Module):
+        return
+    if type(model).__module__.startswith("flax.nnx") or any(
+            c.__module__.startswith("flax.nnx") for c in type(model).__mro__):
+        raise UserError(f"smh_jax.compress takes a flax.linen Module; {type(model).__name__} "
+                        "is an NNX module: use smh_jax.nnx.compress")
+    raise UserError(f"smh_jax.compress takes a flax.linen Module, got a "
+                    f"{type(model).__name__}")
+
+
 def compress(model: nn.Module, fraction: float | None = None, *, per_layer: bool = False,
              **options: Any) -> SMH:
     """Wraps `model` so its weights are hashed into `fraction` x N variables (paper Sec. 3).
@@ -146,5 +218,6 @@ def compress(model: nn.Module, fraction: float | None = None, *, per_layer: bool
     scale_parameterization, target_params, dtype, ...); invalid values raise `UserError`.
     `per_layer=True` materializes one layer at a time in the forward pass (lean inference).
     """
-    return SMH(model=model, options=SMHOptions(fraction=fraction, **options),
+    _check_module(model)
+    return SMH(model=model, options=SMHOptions.from_kwargs(fraction=fraction, **options),
                per_layer=per_layer)

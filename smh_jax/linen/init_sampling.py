@@ -1,128 +1,242 @@
-"""Concrete draws of a Flax model's own initializers, taken at trace time.
+"""What a linen model's own `init` says about its parameters: creation order and init stats.
 
-SMH scales each hashed slice to the std the layer's own initializer gives and matches its
-range (normal vs bounded), so it needs concrete initial values even when `init` runs
-under `jax.jit` or `jax.eval_shape`. Those statistics must be static numbers (they live
-in the layout, which is pytree metadata), and identical however `init` is called.
+SMH tiles the hashed tensors in the order the model *creates* them and starts each one
+with its own initializer's mean and std (`smh_jax.core.init_stats`). Both must be known
+at trace time (the layout is static) and be the same however `init` is called: eagerly,
+under `jax.jit`, or under `jax.eval_shape`. So while the wrapped model initializes, every
+parameter creation is recorded: `self.param(name, init_fn, *args)` and
+`self.variable('params', name, init_fn, *args)`, in call order.
 
-The cheap way: while the wrapped model initializes, record every `self.param(name,
-init_fn, *args)` call, then replay those initializers with fixed keys, concretely
-(compile-time eval), in one small jitted function that holds only the random-number
-generation, no forward pass. Models whose initializers close over traced values (a
-data-dependent init) cannot be replayed; for them `eager_sample` runs the model's whole
-`init` eagerly on zero inputs instead (slower: op-by-op, forward pass included).
+- Order: the recorded order. Flax's own dicts are in creation order too, except under
+  lifted transforms (`nn.scan`, `nn.remat`, `nn.jit`, `nn.vmap`), which return sub-trees
+  with sorted keys (bias before kernel, `Dense_10` before `Dense_2`).
+- Statistics, per hashed tensor, from its recorded initializer: analytic for the known
+  ones, sampled (fixed keys) for others. Two cases cannot be replayed on their own:
+  * an initializer that closes over a traced value (a data-dependent init under jit):
+    its statistics cannot be static, so this is a `UserError` naming the tensor (eager
+    `init` computes them from the concrete values);
+  * a parameter made by `self.variable('params', ...)`, whose init function draws from
+    the module's own rng: measured on one eager `init` of the whole model with fixed
+    keys and zero inputs (`eager_sample`), eagerly and under jit alike.
+
+The recording patches `nn.Module.param` and `nn.Module.variable` while any recording is
+active, and records only the calls made on the recording thread (other threads'
+models initialize untouched).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from smh_jax.core import tree_paths
+from smh_jax.core import init_stats, tree_paths
+from smh_jax.core.init_stats import InitStats
+from smh_jax.errors import UserError
 
 NORMALIZATION_TYPES = tuple(
     getattr(nn, name) for name in ("BatchNorm", "LayerNorm", "GroupNorm", "RMSNorm",
                                    "InstanceNorm") if hasattr(nn, name))
 
-_PATCH_LOCK = threading.RLock()
+Path = tuple[str, ...]
 
-Record = tuple[tuple[str, ...], Any, tuple, dict]
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One parameter creation: where, with which initializer and arguments."""
+
+    path: Path
+    init_fn: Callable
+    args: tuple
+    kwargs: dict
+    kind: str  # 'param' (init_fn(rng, *args)) or 'variable' (init_fn(*args))
+
+
+@dataclasses.dataclass
+class Recording:
+    """What one wrapped `init` revealed: creations in order, normalization module paths."""
+
+    records: list[Record] = dataclasses.field(default_factory=list)
+    normalization: set[str] = dataclasses.field(default_factory=set)
+
+    def first(self) -> dict[Path, Record]:
+        """The first creation of each path (lifted transforms may trace a body twice)."""
+        out: dict[Path, Record] = {}
+        for record in self.records:
+            out.setdefault(record.path, record)
+        return out
+
+
+_ACTIVE = threading.local()  # .stack: the recordings open on this thread
+_PATCH_LOCK = threading.Lock()
+_PATCH_USERS = 0
+_ORIGINAL_PARAM = nn.Module.param
+_ORIGINAL_VARIABLE = nn.Module.variable
+
+
+def _current() -> Optional[Recording]:
+    stack = getattr(_ACTIVE, "stack", None)
+    return stack[-1] if stack else None
+
+
+def _recording_param(module, name, init_fn, *init_args, unbox=True, **init_kwargs):
+    recording = _current()
+    if recording is not None:
+        recording.records.append(Record(tuple(module.path) + (name,), init_fn, init_args,
+                                        init_kwargs, "param"))
+    return _ORIGINAL_PARAM(module, name, init_fn, *init_args, unbox=unbox, **init_kwargs)
+
+
+def _recording_variable(module, col, name, init_fn=None, *init_args, unbox=True, **init_kwargs):
+    recording = _current()
+    if recording is not None and col == "params" and init_fn is not None:
+        recording.records.append(Record(tuple(module.path) + (name,), init_fn, init_args,
+                                        init_kwargs, "variable"))
+    return _ORIGINAL_VARIABLE(module, col, name, init_fn, *init_args, unbox=unbox,
+                              **init_kwargs)
 
 
 @contextlib.contextmanager
-def recording(records: list[Record], normalization: set[str]) -> Iterator[None]:
-    """Records param initializers and normalization-layer paths of inits run inside.
-
-    Patches `nn.Module.param` for the duration (under a lock: one recording at a time)
-    and intercepts module calls to find normalization layers by type, not by name.
-    """
-    original = nn.Module.param
-
-    def param(module, name, init_fn, *init_args, unbox=True, **init_kwargs):
-        records.append((tuple(module.path) + (name,), init_fn, init_args, init_kwargs))
-        return original(module, name, init_fn, *init_args, unbox=unbox, **init_kwargs)
+def recording() -> Iterator[Recording]:
+    """Records parameter creations and normalization layers of the inits run inside."""
+    global _PATCH_USERS
+    result = Recording()
 
     def find_normalization(next_fun, args, kwargs, context):
         if context.method_name == "__call__" and isinstance(context.module, NORMALIZATION_TYPES):
-            normalization.add("/".join(context.module.path))
+            result.normalization.add("/".join(context.module.path))
         return next_fun(*args, **kwargs)
 
     with _PATCH_LOCK:
-        nn.Module.param = param
-        try:
-            with nn.intercept_methods(find_normalization):
-                yield
-        finally:
-            nn.Module.param = original
+        if _PATCH_USERS == 0:
+            nn.Module.param = _recording_param
+            nn.Module.variable = _recording_variable
+        _PATCH_USERS += 1
+    if not hasattr(_ACTIVE, "stack"):
+        _ACTIVE.stack = []
+    _ACTIVE.stack.append(result)
+    try:
+        with nn.intercept_methods(find_normalization):
+            yield result
+    finally:
+        _ACTIVE.stack.pop()
+        with _PATCH_LOCK:
+            _PATCH_USERS -= 1
+            if _PATCH_USERS == 0:
+                nn.Module.param = _ORIGINAL_PARAM
+                nn.Module.variable = _ORIGINAL_VARIABLE
+
+
+def creation_order(recording: Recording, params: Mapping[str, Any]) -> list[Path]:
+    """Every parameter path of `params`, in the order the model created them.
+
+    Recorded paths take their recorded position; a path created some other way keeps
+    its place in the dict right after the recorded path before it.
+    """
+    rank = {path: i for i, path in enumerate(recording.first())}
+    keyed, previous = [], -1
+    for position, (path, _) in enumerate(tree_paths.ordered_items(params)):
+        if path in rank:
+            previous = rank[path]
+            keyed.append(((rank[path], 0, position), path))
+        else:
+            keyed.append(((previous, 1, position), path))
+    return [path for _, path in sorted(keyed)]
 
 
 def _is_traced(tree: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
 
-def replay(records: list[Record], paths: set[tuple[str, ...]]) -> Optional[dict]:
-    """Fresh concrete draws of the recorded initializers for `paths`, nested like params.
+_EAGER = "eager"  # _replay's answer for an initializer that only runs inside its model
 
-    Returns None when an initializer cannot be replayed outside the model (traced
-    arguments or closures); the caller then falls back to `eager_sample`.
+
+def _replay(record: Record) -> Any:
+    """Analytic or sampled statistics of a `self.param` initializer (module doc).
+
+    None when the initializer depends on traced values; _EAGER when it cannot be called
+    outside its model (the whole-model eager sample measures it instead).
     """
-    wanted = [(i, r) for i, r in enumerate(records) if r[0] in paths]
-    if any(_is_traced((args, kwargs)) for _, (_, _, args, kwargs) in wanted):
+    stats = init_stats.analytic(record.init_fn, record.args, record.kwargs)
+    if stats is not None:
+        return stats
+    if _is_traced((record.args, record.kwargs)):
         return None
-
-    def draw():
-        # 'rbg' keys: one RngBitGenerator op per tensor compiles far faster than threefry.
-        base = jax.random.key(0, impl="rbg")
-        return [nn.meta.unbox(init_fn(jax.random.fold_in(base, i), *args, **kwargs))
-                for i, (_, init_fn, args, kwargs) in wanted]
-
     try:
-        with jax.ensure_compile_time_eval():
-            values = draw()
-        if _is_traced(values):  # an initializer closed over a traced value
-            return None
-        values = [np.asarray(v) for v in jax.device_get(values)]
-    except (TypeError, ValueError):  # jax's tracer errors are TypeErrors
+        return init_stats.sample(record.init_fn, record.args, record.kwargs,
+                                 unbox=nn.meta.unbox)
+    except init_stats.TracedInitializer:
         return None
-    return tree_paths.nest([(path, v) for (_, (path, *_)), v in zip(wanted, values, strict=True)])
+    except Exception:  # noqa: BLE001 - e.g. an initializer that needs its module's scope
+        return _EAGER
+
+
+def statistics(recording: Recording, paths: Sequence[Path],
+               eager_params: Callable[[], Mapping[str, Any]]) -> dict[Path, InitStats]:
+    """Init statistics of each of `paths` (module doc); `eager_params` is the fallback."""
+    first = recording.first()
+    out: dict[Path, InitStats] = {}
+    eager: list[Path] = []
+    for path in paths:
+        record = first.get(path)
+        stats = _EAGER if record is None or record.kind == "variable" else _replay(record)
+        if stats is None:
+            name = "/".join(path)
+            raise UserError(
+                f"smh: the initializer of {name!r} depends on traced values (the model's "
+                "inputs or other parameters), so its init statistics cannot be fixed under "
+                "jax.jit / jax.eval_shape; call the compressed model's init eagerly, or give "
+                f"{name!r} an initializer that depends only on its shape")
+        if stats is _EAGER:
+            eager.append(path)
+        else:
+            out[path] = stats
+    if eager:
+        sample = dict(tree_paths.ordered_items(eager_params()))
+        for path in eager:
+            out[path] = init_stats.from_samples([sample[path]])
+    return {path: init_stats.rounded(out[path]) for path in paths}
 
 
 def _concrete_zeros(tree: Any, batch_one: bool) -> Any:
     def zeros(leaf):
-        if isinstance(leaf, (jax.Array, np.ndarray)):
-            shape = leaf.shape[:1] and (1,) + leaf.shape[1:] if batch_one else leaf.shape
+        if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)) or hasattr(leaf, "shape"):
+            shape = leaf.shape[:1] and (1,) + tuple(leaf.shape[1:]) if batch_one else leaf.shape
             return jnp.zeros(shape, leaf.dtype)
         return leaf
     return jax.tree.map(zeros, tree)
 
 
-def _shapes(params: Any) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
-    return [(path, tuple(leaf.shape)) for path, leaf in tree_paths.ordered_items(params)]
+def _shapes(params: Any) -> list[tuple[Path, tuple[int, ...]]]:
+    return [(path, tuple(jnp.shape(leaf))) for path, leaf in
+            tree_paths.ordered_items(nn.meta.unbox(params))]
 
 
-def eager_sample(model: nn.Module, rng_names, args, kwargs, expected_params: Any) -> dict:
-    """The whole `model.init`, eagerly with fixed keys and zero inputs: the fallback.
+def eager_sample(model: nn.Module, rng_names, args, kwargs, expected_params: Any,
+                 method: Any = None) -> dict:
+    """The whole `model.init`, eagerly with fixed keys and zero inputs (unboxed params).
 
     Eager, not jitted: jit would return dicts with sorted keys. The inputs are cut to a
     batch of one to keep the forward pass cheap, unless that changes parameter shapes.
     """
     with jax.ensure_compile_time_eval():
-        rngs = {name: jax.random.key(i) for i, name in enumerate(sorted(rng_names))}
-        rngs.setdefault("params", jax.random.key(0))
+        rngs = {name: jax.random.key(i, impl="threefry2x32")
+                for i, name in enumerate(sorted(rng_names))}
+        rngs.setdefault("params", jax.random.key(0, impl="threefry2x32"))
         for batch_one in (True, False):
             try:
                 variables = model.init(rngs, *_concrete_zeros(args, batch_one),
-                                       **_concrete_zeros(kwargs, batch_one))
+                                       method=method, **_concrete_zeros(kwargs, batch_one))
             except Exception:  # noqa: BLE001 - a batch of one may not suit every model
                 if not batch_one:
                     raise
                 continue
             if _shapes(variables["params"]) == _shapes(expected_params):
                 break
-    return variables["params"]
+    return nn.meta.unbox(variables["params"])

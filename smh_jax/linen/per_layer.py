@@ -29,8 +29,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 
-from smh_jax.core import rows
-from smh_jax.core import modifiers
+from smh_jax.core import materialize, modifiers, rows
 from smh_jax.core.params import SMHParams
 
 
@@ -44,11 +43,13 @@ def _input_dependency(tree: Any) -> Optional[jax.Array]:
 
 def apply_per_layer(model: nn.Module, params: SMHParams, collections: dict[str, Any],
                     args: tuple, kwargs: dict[str, Any], rngs: dict[str, Any],
-                    mutable: Any) -> Any:
+                    mutable: Any, method: Any = None, capture_intermediates: Any = False
+                    ) -> Any:
     """`model.apply` with hashed weights materialized layer by layer (module doc).
 
     `mutable` is the caller's filter for the other collections (False, or a list); the
-    result has the same form as `model.apply(..., mutable=mutable)`.
+    result has the same form as `model.apply(..., mutable=mutable)`. `method` and
+    `capture_intermediates` are passed to the wrapped model's `apply`.
     """
     layout = params.layout
     rows.check_supported(layout)
@@ -57,15 +58,16 @@ def apply_per_layer(model: nn.Module, params: SMHParams, collections: dict[str, 
     done: set[str] = set()
 
     def interceptor(next_fun, fargs, fkwargs, context):
-        path = "/".join(context.module.path)
+        path = tuple(context.module.path)
         entries = groups.get(path)
         if entries is None or path in done:
             return next_fun(*fargs, **fkwargs)
         done.add(path)
         shift = None if context.method_name == "setup" else _input_dependency((fargs, fkwargs))
         for name, index in entries:
-            context.module.put_variable("params", name, rows.hashed_tensor(
-                params, index, learned=learned, row_shift=shift))
+            context.module.put_variable("params", name, materialize.boxed(
+                layout.hashed[index],
+                rows.hashed_tensor(params, index, learned=learned, row_shift=shift)))
         return next_fun(*fargs, **fkwargs)
 
     if mutable is False:
@@ -76,10 +78,12 @@ def apply_per_layer(model: nn.Module, params: SMHParams, collections: dict[str, 
         inner_mutable = True
     with nn.intercept_methods(interceptor):
         output, updates = model.apply({"params": params.unhashed, **collections}, *args,
-                                      rngs=rngs, mutable=inner_mutable, **kwargs)
+                                      rngs=rngs, mutable=inner_mutable, method=method,
+                                      capture_intermediates=capture_intermediates, **kwargs)
     missing = sorted(set(groups) - done)
     if missing:
-        raise ValueError(f"per-layer materialization: no method of module {missing[0]!r} "
+        raise ValueError(f"per-layer materialization: no method of module "
+                         f"{'/'.join(missing[0])!r} "
                          f"was called, so its hashed parameters were never put "
                          f"({len(missing)} such modules)")
     updates = {k: v for k, v in updates.items() if k != "params"}

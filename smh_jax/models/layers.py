@@ -3,7 +3,8 @@
 The initializers reproduce the reference implementations (torchvision for ResNets and
 MobileNets, the TF EfficientNet code for EfficientNet) so that training recipes taken
 from those references behave the same here. Each is a function returning an
-initializer (no module-level state).
+initializer (no module-level state); the ones that are not jax's own declare their exact
+mean and std (`init_stats`), which SMH uses to scale each hashed tensor.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from smh_jax.core.init_stats import UNIFORM_KURTOSIS, InitStats
 
 ModuleDef = Any
 Dtype = Any
@@ -59,12 +62,19 @@ def tf_conv_kernel_init(depthwise: bool = False) -> Initializer:
     (kh, kw, 1, C), hence `depthwise=True` drops the channel factor to match TF.
     """
 
-    def init(key: jax.Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> jax.Array:
+    def std(shape: Sequence[int]) -> float:
         kh, kw, _, out_channels = shape
-        fan_out = kh * kw * (1 if depthwise else out_channels)
-        return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / fan_out)
+        return math.sqrt(2.0 / (kh * kw * (1 if depthwise else out_channels)))
 
+    def init(key: jax.Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> jax.Array:
+        return jax.random.normal(key, shape, dtype) * std(shape)
+
+    init.init_stats = lambda shape: InitStats(0.0, std(shape), 0.0)  # exact, for SMH
     return init
+
+
+def _uniform_stats(limit: float) -> InitStats:
+    return InitStats(0.0, limit / math.sqrt(3.0), UNIFORM_KURTOSIS)
 
 
 def symmetric_uniform(limit: float) -> Initializer:
@@ -73,6 +83,7 @@ def symmetric_uniform(limit: float) -> Initializer:
     def init(key: jax.Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> jax.Array:
         return jax.random.uniform(key, shape, dtype, -limit, limit)
 
+    init.init_stats = lambda shape: _uniform_stats(limit)  # exact, for SMH
     return init
 
 
@@ -94,6 +105,7 @@ def tf_dense_kernel_init() -> Initializer:
         limit = 1.0 / math.sqrt(shape[-1])
         return jax.random.uniform(key, shape, dtype, -limit, limit)
 
+    init.init_stats = lambda shape: _uniform_stats(1.0 / math.sqrt(shape[-1]))  # exact
     return init
 
 
