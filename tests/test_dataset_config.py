@@ -28,10 +28,10 @@ def test_base_config_dataset_parses_to_its_typed_view():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"source": "webdataset"}, r"config.dataset.source: 'webdataset' is not one of tfds, "
-                               r"npz, folder, digits"),
-    ({"augment": "autoaugment"}, r"config.dataset.augment: 'autoaugment' is not one of "
-                                 r"cifar, inception, none"),
+    ({"source": "webdataset"},
+     r"config.dataset.source: 'webdataset' is not one of tfds, npz, folder, digits"),
+    ({"augment": "autoaugment"},
+     r"config.dataset.augment: 'autoaugment' is not one of cifar, inception, none"),
     ({"source": "npz"}, r"config.dataset.path is empty; source 'npz' reads its data"),
     ({"source": "folder"}, r"config.dataset.path is empty; source 'folder'"),
     ({"name": ""}, r"config.dataset.name: '' must be a non-empty string"),
@@ -56,8 +56,8 @@ def test_digits_needs_no_name():
 
 
 @pytest.mark.parametrize("spec,n,expected", [
-    ("train", 37, ("train", range(0, 37))),
-    ("train[:50%]", 37, ("train", range(0, 18))),
+    ("train", 37, ("train", range(37))),
+    ("train[:50%]", 37, ("train", range(18))),
     ("train[90%:]", 10, ("train", range(9, 10))),
     ("test[-5:]", 11, ("test", range(6, 11))),
     ("test[100:]", 11, ("test", range(11, 11))),
