@@ -104,8 +104,7 @@ def data_source(cfg, prefetch=2):
 
 
 def test_one_registry_entry_makes_a_source_known_to_validation_and_the_api(monkeypatch):
-    entry = registry.Source(module=__name__, summary="30 random 4x4 images",
-                            default_name="random")
+    entry = registry.Source(module=__name__, default_name="random")
     monkeypatch.setattr(registry, "SOURCES",
                         types.MappingProxyType({**registry.SOURCES, "random": entry}))
     config = config_base.base_config()

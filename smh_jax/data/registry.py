@@ -25,23 +25,20 @@ class Source:
     """Where a source is implemented and what a config must give it."""
 
     module: str
-    summary: str
     needs_path: bool = False  # dataset.path must name its file or directory
     default_name: str = ""  # dataset.name when the config leaves it empty
     requires: str = ""  # pip packages its module imports beyond smh_jax's own
 
 
 SOURCES: types.MappingProxyType[str, Source] = types.MappingProxyType({
-    "tfds": Source("smh_jax.data.tfds_source",
-                   "a TFDS dataset prepared offline (`tfds build`), read with tf.data",
-                   requires="tensorflow-cpu tensorflow-datasets"),
-    "npz": Source("smh_jax.data.npz_source",
-                  "an .npz with uint8 `<split>_images` or JPEG `<split>_jpeg` + offsets",
-                  needs_path=True),
-    "folder": Source("smh_jax.data.folder_source",
-                     "image files under `<path>/<split>/<class>/`", needs_path=True),
-    "digits": Source("smh_jax.data.digits_source",
-                     "scikit-learn's bundled 8x8 digits (no download)", default_name="digits"),
+    # A TFDS dataset prepared offline (`tfds build`), read with tf.data.
+    "tfds": Source("smh_jax.data.tfds_source", requires="tensorflow-cpu tensorflow-datasets"),
+    # One .npz with uint8 `<split>_images`, or encoded `<split>_jpeg` + `<split>_offsets`.
+    "npz": Source("smh_jax.data.npz_source", needs_path=True),
+    # Image files under `<path>/<split>/<class>/`.
+    "folder": Source("smh_jax.data.folder_source", needs_path=True),
+    # scikit-learn's bundled 8x8 digits (no download).
+    "digits": Source("smh_jax.data.digits_source", default_name="digits"),
 })
 
 
