@@ -322,7 +322,7 @@ def test_in_memory_sources_work_without_tensorflow_and_tfds_says_what_to_install
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
-def test_bad_data_and_bad_batch_layouts_are_user_errors_naming_the_value(plain_npz, tmp_path):
+def test_missing_data_bad_splits_and_size_mismatches_are_user_errors(plain_npz, tmp_path):
     path, _, _ = plain_npz
     missing = str(tmp_path / "nope.npz")
     with pytest.raises(UserError, match=re.escape(missing)):
@@ -335,7 +335,10 @@ def test_bad_data_and_bad_batch_layouts_are_user_errors_naming_the_value(plain_n
         data.get_info(make_cfg(path=path, image_size=32))
     with pytest.raises(UserError, match=re.escape(str(tmp_path / "nodir"))):
         data.get_info(make_cfg(source="folder", path=str(tmp_path / "nodir")))
-    source = data.create_source(make_cfg(path=path))
+
+
+def test_impossible_batch_layouts_are_user_errors_naming_the_value(plain_npz):
+    source = data.create_source(make_cfg(path=plain_npz[0]))
     with pytest.raises(UserError, match="global_batch_size=10.*process_count=3"):
         source.train_iterator(seed=0, global_batch_size=10, process_count=3)
     with pytest.raises(UserError, match="global_batch_size=10.*process_count=4"):
