@@ -1,6 +1,24 @@
-"""smh_jax: Structured Multi-Hashing (Eban et al., CVPR 2020) in JAX/Flax."""
+"""smh_jax: Structured Multi-Hashing (Eban et al., CVPR 2020) in JAX/Flax.
+
+The version is written once, as `__version__` in smh_jax/__init__.py; it is read here as
+text, because importing the package would need JAX at build time.
+"""
+
+import pathlib
+import re
 
 import setuptools
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def read_version() -> str:
+    text = (HERE / "smh_jax" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("smh_jax/__init__.py has no __version__ = \"...\" line")
+    return match.group(1)
+
 
 INSTALL_REQUIRES = [
     "jax>=0.10",
@@ -26,9 +44,9 @@ EXTRAS = {
 
 setuptools.setup(
     name="smh_jax",
-    version="0.1.0",
+    version=read_version(),
     description="Structured Multi-Hashing model compression for JAX/Flax",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["smh_jax", "smh_jax.*"]),
     python_requires=">=3.10",

@@ -12,13 +12,13 @@ def config(**overrides):
     return set_keys(config_base.base_config(), overrides, separator="__")
 
 
-def test_base_config_is_valid_and_dense_by_default():
+def test_base_config_is_valid_and_dense():
     c = config_base.base_config()
     config_base.validate(c)
     assert config_base.is_dense(c) and config_base.smh_options(c) is None
 
 
-def test_smh_options_follow_the_config():
+def test_smh_options_carry_the_config_values_and_zero_fraction_is_dense():
     options = config_base.smh_options(config(smh__fraction=0.1, smh__pool="kronecker",
                                              smh__modifiers=("scale", "relu")))
     assert options.fraction == 0.1 and options.pool == "kronecker"
@@ -26,7 +26,7 @@ def test_smh_options_follow_the_config():
     assert config_base.smh_options(config(smh__fraction=0.0)) is None  # 0 means dense
 
 
-def test_unknown_key_suggests_the_close_one():
+def test_unknown_key_is_refused_suggesting_the_close_one():
     c = config_base.base_config()
     with c.unlocked():
         c.smh.fractoin = 0.1
@@ -41,7 +41,7 @@ def test_unknown_key_suggests_the_close_one():
     ("num_epochs", "ten", r"config.num_epochs: .ten. has type str; expected float"),
     ("smh__fraction", "0.1", r"config.smh.fraction: '0.1' has type str; expected float"),
 ])
-def test_wrong_types_are_named(key, value, message):
+def test_wrong_types_name_the_key_and_the_expected_type(key, value, message):
     c = config_base.base_config()
     *parents, leaf = key.split("__")
     node = c
@@ -53,15 +53,18 @@ def test_wrong_types_are_named(key, value, message):
         config_base.check_schema(c)
 
 
-def test_ints_are_accepted_for_floats():
+def test_ints_are_accepted_for_float_fields():
     config_base.check_schema(config(num_epochs=10, smh__fraction=1))
 
 
 @pytest.mark.parametrize("overrides,message", [
     ({"model__name": "resnet33"}, r"'resnet33' is not a known model; allowed: .*resnet32"),
     ({"model__width_multiplier": 0.0}, r"width_multiplier: 0.0 must be > 0"),
+    ({"model__dtype": "int8"}, r"model.dtype: 'int8' is not one of float32, bfloat16"),
     ({"dataset__source": "s3"}, r"dataset.source: 's3' is not one of tfds, npz"),
     ({"dataset__source": "npz"}, r"dataset.path is empty"),
+    ({"dataset__augment": "mixup"}, r"dataset.augment: 'mixup' is not one of cifar"),
+    ({"dataset__image_size": 0}, r"dataset.image_size: 0 must be a positive int"),
     ({"smh__fraction": -0.5}, r"smh.fraction: -0.5 is outside the allowed range"),
     ({"smh__fraction": 1.5}, r"smh.fraction: 1.5 is outside the allowed range \(0, 1\]"),
     ({"smh__fraction": 0.5, "smh__target_params": 1000}, r"both set; give one"),
@@ -77,12 +80,12 @@ def test_ints_are_accepted_for_floats():
     ({"sharding_rules": (("(", (None,)),)}, r"'\(' is not a valid regular expression"),
     ({"sharding_rules": (("a", ("model",)),)}, r"entries None or 'data'"),
 ])
-def test_impossible_values_are_refused(overrides, message):
+def test_impossible_values_are_refused_naming_the_key(overrides, message):
     with pytest.raises(UserError, match=message):
         config_base.validate(config(**overrides))
 
 
-def test_parse_arg():
+def test_config_arguments_take_the_type_of_their_default_and_unknown_ones_are_refused():
     args = config_base.parse_arg("runlocal,epochs=30,npz=/d.npz", runlocal=False, epochs=60.0,
                                  npz="")
     assert isinstance(args, ml_collections.ConfigDict)
@@ -91,3 +94,11 @@ def test_parse_arg():
         config_base.parse_arg("x=1", runlocal=False)
     with pytest.raises(UserError, match=r"config argument epochs='many': expected float"):
         config_base.parse_arg("epochs=many", epochs=1.0)
+
+
+def test_runlocal_shrinks_a_config_to_a_few_small_float32_steps():
+    c = config(model__dtype="bfloat16")
+    config_base.runlocal(c, image_size=64)
+    config_base.validate(c)
+    assert (c.batch_size, c.eval_batch_size, c.num_steps) == (16, 16, 4)
+    assert c.dataset.image_size == 64 and c.model.dtype == "float32"

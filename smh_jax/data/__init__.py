@@ -8,25 +8,20 @@
     it.state()        # {'step': ..., 'epoch': ..., 'seed': ...}; start_step=state['step']
     for batch in source.eval_iterator(global_batch_size=256): ...  # + 'mask' float32
 
-Sources: 'tfds' (prepared TFDS datasets; imports TensorFlow lazily), 'npz', 'folder'
-and 'digits' (NumPy/Pillow only, so they work without TensorFlow installed).
+`config.dataset` has the fields of `config_base.base_config().dataset`. The sources
+(`SOURCES`, see `registry.py`): 'tfds' (prepared TFDS datasets; imports TensorFlow only
+when used), and the in-memory 'npz', 'folder' and 'digits' (NumPy and Pillow only).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from smh_jax.data import registry
 from smh_jax.data.augment import augment_batch, normalize
-from smh_jax.data.info import (
-    AUGMENTS,
-    SOURCES,
-    DataConfig,
-    DatasetInfo,
-    DataSource,
-    TrainIterator,
-    parse_config,
-)
-from smh_jax.errors import UserError
+from smh_jax.data.base import DatasetInfo, DataSource, TrainIterator
+from smh_jax.data.dataset_config import AUGMENTS, DataConfig, parse_config
+from smh_jax.data.registry import SOURCES
 
 __all__ = [
     "AUGMENTS",
@@ -43,39 +38,18 @@ __all__ = [
 ]
 
 
-def _tfds_module():
-    """The TFDS backend, imported on demand so array sources never need TensorFlow."""
-    try:
-        from smh_jax.data import tfds_source
-    except ImportError as e:
-        raise UserError(
-            f"dataset.source='tfds' needs tensorflow and tensorflow_datasets ({e}); "
-            f"install them (pip install tensorflow-cpu tensorflow-datasets) or use "
-            f"source 'npz', 'folder' or 'digits'"
-        ) from None
-    return tfds_source
-
-
 def get_info(config: Any) -> DatasetInfo:
     """Metadata of `config.dataset` without building a pipeline.
 
     Reads TFDS builder info, npz headers/labels or the digits arrays; only an unknown
-    array dataset needs its train pixels (for mean/std), which are then kept for
+    in-memory dataset needs its train pixels (for mean/std), which are then kept for
     create_source(). Raises UserError when the data is missing or unprepared.
     """
     cfg = parse_config(config)
-    if cfg.source == "tfds":
-        return _tfds_module().tfds_info(cfg)
-    from smh_jax.data import array_source
-
-    return array_source.array_info(cfg)
+    return registry.load(cfg.source).dataset_info(cfg)
 
 
 def create_source(config: Any, prefetch: int = 2) -> DataSource:
     """A DataSource for `config.dataset`; `prefetch` is the host batch queue depth."""
     cfg = parse_config(config)
-    if cfg.source == "tfds":
-        return _tfds_module().TfdsDataSource(cfg, prefetch=prefetch)
-    from smh_jax.data import array_source
-
-    return array_source.ArrayDataSource(cfg, prefetch=prefetch)
+    return registry.load(cfg.source).data_source(cfg, prefetch)

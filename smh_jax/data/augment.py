@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from smh_jax.data.dataset_config import AUGMENTS
 from smh_jax.errors import UserError
 
 CIFAR_PAD = 4
-KINDS = ("cifar", "inception", "none")
 
 ArrayLike = jax.Array | np.ndarray | Sequence[float] | float
 
@@ -32,7 +32,7 @@ def augment_batch(rng: jax.Array, images: jax.Array, kind: str) -> jax.Array:
         return random_crop_flip(rng, images, CIFAR_PAD)
     if kind in ("inception", "none"):
         return images
-    raise UserError(f"augment kind={kind!r} is not supported; use one of {', '.join(KINDS)}")
+    raise UserError(f"augment kind={kind!r} is not supported; use one of {', '.join(AUGMENTS)}")
 
 
 def random_crop_flip(rng: jax.Array, images: jax.Array, pad: int) -> jax.Array:

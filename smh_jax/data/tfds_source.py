@@ -28,7 +28,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from smh_jax.data import info as info_lib
+from smh_jax.data import batching, pixel_stats
+from smh_jax.data.base import DatasetInfo, DataSource, TrainIterator
+from smh_jax.data.dataset_config import DataConfig
+from smh_jax.data.host_augment import CROP_PADDING
 from smh_jax.errors import UserError
 
 try:  # JAX owns the accelerator; keep TF (if it is a GPU build) off it.
@@ -36,7 +39,6 @@ try:  # JAX owns the accelerator; keep TF (if it is a GPU build) off it.
 except (RuntimeError, ValueError):  # TF already initialised its devices.
     pass
 
-CROP_PADDING = 32
 _TAG_FILES, _TAG_SHUFFLE, _TAG_AUGMENT = 1, 2, 3
 _JPEG_FORMATS = ("jpeg", "jpg")
 
@@ -45,7 +47,7 @@ _JPEG_FORMATS = ("jpeg", "jpg")
 # Builder and metadata.
 
 
-def _builder(cfg: info_lib.DataConfig) -> tfds.core.DatasetBuilder:
+def _builder(cfg: DataConfig) -> tfds.core.DatasetBuilder:
     """The prepared builder, or a UserError that says how to prepare it offline."""
     try:
         builder = tfds.builder(cfg.name, data_dir=cfg.data_dir)
@@ -86,7 +88,7 @@ def _builder(cfg: info_lib.DataConfig) -> tfds.core.DatasetBuilder:
     return builder
 
 
-def _num_examples(builder: tfds.core.DatasetBuilder, split: Any, cfg: info_lib.DataConfig,
+def _num_examples(builder: tfds.core.DatasetBuilder, split: Any, cfg: DataConfig,
                   key: str) -> int:
     try:
         return int(builder.info.splits[split].num_examples)
@@ -101,7 +103,7 @@ def _num_examples(builder: tfds.core.DatasetBuilder, split: Any, cfg: info_lib.D
 class _Layout:
     """How images leave the host: raw fixed-size, or cropped + resized."""
 
-    def __init__(self, builder: tfds.core.DatasetBuilder, cfg: info_lib.DataConfig):
+    def __init__(self, builder: tfds.core.DatasetBuilder, cfg: DataConfig):
         feature = builder.info.features["image"]
         shape = tuple(feature.shape)
         h, w, c = shape if len(shape) == 3 else (None, None, None)
@@ -130,18 +132,22 @@ class _Layout:
         return {"image": tfds.decode.SkipDecoding()} if self.crop else None
 
 
-def tfds_info(cfg: info_lib.DataConfig) -> info_lib.DatasetInfo:
+def dataset_info(cfg: DataConfig) -> DatasetInfo:
     """DatasetInfo from the builder's metadata only (no examples are read)."""
     return _make_info(cfg, _builder(cfg))
 
 
-def _make_info(cfg: info_lib.DataConfig,
-               builder: tfds.core.DatasetBuilder) -> info_lib.DatasetInfo:
+def data_source(cfg: DataConfig, prefetch: int = 2) -> TfdsDataSource:
+    return TfdsDataSource(cfg, prefetch=prefetch)
+
+
+def _make_info(cfg: DataConfig,
+               builder: tfds.core.DatasetBuilder) -> DatasetInfo:
     layout = _Layout(builder, cfg)
-    stats = info_lib.known_stats(cfg.name)
-    if stats is None or len(stats[0]) != layout.channels:
+    stats = pixel_stats.known_stats(cfg.name, layout.channels)
+    if stats is None:
         stats = ((127.5,) * layout.channels, (127.5,) * layout.channels)
-    return info_lib.DatasetInfo(
+    return DatasetInfo(
         name=cfg.name,
         source="tfds",
         num_classes=int(builder.info.features["label"].num_classes),
@@ -242,7 +248,7 @@ def _options() -> tf.data.Options:
 # Source and iterators.
 
 
-class TfdsTrainIterator(info_lib.TrainIterator):
+class TfdsTrainIterator(TrainIterator):
     """Infinite local train batches, one tf.data pipeline per epoch."""
 
     def __init__(self, make_epoch: Callable[[int, int], tf.data.Dataset], start_step: int,
@@ -281,10 +287,10 @@ def _epochs(make_epoch: Callable[[int, int], tf.data.Dataset], start_step: int,
         epoch, first = epoch + 1, 0
 
 
-class TfdsDataSource(info_lib.DataSource):
+class TfdsDataSource(DataSource):
     """A prepared TFDS dataset; each process reads only its own shard."""
 
-    def __init__(self, cfg: info_lib.DataConfig, prefetch: int = 2):
+    def __init__(self, cfg: DataConfig, prefetch: int = 2):
         self._cfg = cfg
         self._builder = _builder(cfg)
         self._info = _make_info(cfg, self._builder)
@@ -293,7 +299,7 @@ class TfdsDataSource(info_lib.DataSource):
         self._cached: dict[tuple, tf.data.Dataset] = {}
 
     @property
-    def info(self) -> info_lib.DatasetInfo:
+    def info(self) -> DatasetInfo:
         return self._info
 
     def _read(self, split: Any, key: tuple, shuffle_seed: int | None) -> tf.data.Dataset:
@@ -315,10 +321,10 @@ class TfdsDataSource(info_lib.DataSource):
 
     def train_iterator(self, seed: int, global_batch_size: int, start_step: int = 0,
                        process_index: int = 0, process_count: int = 1) -> TfdsTrainIterator:
-        seed = info_lib.check_seed(seed)
-        start_step = info_lib.check_start_step(start_step)
-        local = info_lib.check_batching(global_batch_size, process_index, process_count)
-        steps = info_lib.steps_per_epoch(self._info.num_train, global_batch_size,
+        seed = batching.check_seed(seed)
+        start_step = batching.check_start_step(start_step)
+        local = batching.check_batching(global_batch_size, process_index, process_count)
+        steps = batching.steps_per_epoch(self._info.num_train, global_batch_size,
                                          self._cfg.train_split)
         shard = tfds.even_splits(self._cfg.train_split, n=process_count,
                                  drop_remainder=True)[process_index]
@@ -331,12 +337,12 @@ class TfdsDataSource(info_lib.DataSource):
         def make_epoch(epoch: int, first_batch: int) -> tf.data.Dataset:
             ds = self._read(shard, ("train", self._cfg.train_split, process_index,
                                     process_count),
-                            info_lib.derive_seed(seed, epoch, process_index, _TAG_FILES))
-            ds = ds.shuffle(buffer, seed=info_lib.derive_seed(seed, epoch, process_index,
+                            batching.derive_seed(seed, epoch, process_index, _TAG_FILES))
+            ds = ds.shuffle(buffer, seed=batching.derive_seed(seed, epoch, process_index,
                                                               _TAG_SHUFFLE),
                             reshuffle_each_iteration=False)
             ds = ds.take(steps * local).enumerate().skip(first_batch * local)
-            ds = ds.map(_train_map(self._layout, size, info_lib.derive_seed(
+            ds = ds.map(_train_map(self._layout, size, batching.derive_seed(
                 seed, epoch, process_index, _TAG_AUGMENT)), num_parallel_calls=tf.data.AUTOTUNE)
             ds = ds.batch(local, drop_remainder=True)
             if self._prefetch > 0:
@@ -344,15 +350,15 @@ class TfdsDataSource(info_lib.DataSource):
             return ds.with_options(_options())
 
         def state(step: int) -> dict[str, Any]:
-            return info_lib.train_state(step, steps, seed, global_batch_size,
+            return batching.iterator_state(step, steps, seed, global_batch_size,
                                         process_index, process_count)
 
         return TfdsTrainIterator(make_epoch, start_step, steps, state)
 
     def eval_iterator(self, global_batch_size: int, process_index: int = 0,
                       process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-        local = info_lib.check_batching(global_batch_size, process_index, process_count)
-        n_batches = info_lib.num_eval_batches(self._info.num_eval, global_batch_size,
+        local = batching.check_batching(global_batch_size, process_index, process_count)
+        n_batches = batching.num_eval_batches(self._info.num_eval, global_batch_size,
                                               process_count)
         shard = tfds.even_splits(self._cfg.eval_split, n=process_count,
                                  drop_remainder=False)[process_index]
@@ -379,7 +385,7 @@ def _padded(ds: tf.data.Dataset | None, local: int, n_batches: int,
         if count > n_batches:
             raise RuntimeError(f"eval shard yielded more than the expected {n_batches} "
                                f"batches; TFDS split metadata disagrees with the data")
-        yield info_lib.pad_batch(batch["image"], batch["label"], local, image_shape)
+        yield batching.pad_batch(batch["image"], batch["label"], local, image_shape)
     empty = np.zeros((0, *image_shape), np.uint8)
     for _ in range(count, n_batches):
-        yield info_lib.pad_batch(empty, np.zeros((0,), np.int32), local, image_shape)
+        yield batching.pad_batch(empty, np.zeros((0,), np.int32), local, image_shape)

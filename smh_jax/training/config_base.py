@@ -1,21 +1,23 @@
 """The configuration schema: every field a config may set, its default and its type.
 
-Each experiment file in configs/ starts from `base_config()` and overrides fields; the
-command line overrides them again (`--config.smh.fraction=0.1`). `validate` runs before
-any compute and turns every unknown key, wrong type or impossible combination into a
-one-line `UserError`.
+Each experiment file in configs/ starts from `base_config()` and sets its hyperparameters;
+the command line overrides them again (`--config.smh.fraction=0.1`). `validate` runs
+before any compute and turns every unknown key, wrong type or impossible combination into
+a one-line `UserError`. The allowed values of `config.dataset` are the data package's
+(`smh_jax.data.parse_config`), those of the dtypes and `config.smh` the SMH core's.
+`parse_arg` and `runlocal` are the config-argument mechanics the experiment files share.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Optional
+from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
-from smh_jax.core.options import SMHOptions
+from smh_jax.core.options import DTYPES, SMHOptions
 from smh_jax.errors import UserError
 
 placeholder = config_dict.placeholder
@@ -24,7 +26,6 @@ SCHEDULES = ("constant", "cosine", "step", "exponential", "one_cycle")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 NONFINITE = ("stop", "skip")
 WEIGHT_DECAY_ON = ("variables", "weights")
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -36,19 +37,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.name = "resnet32"
     c.model.num_classes = 0  # 0: from the dataset
     c.model.width_multiplier = 1.0
-    c.model.dtype = "float32"  # compute dtype; parameters stay float32
+    c.model.dtype = "float32"  # compute dtype (core.options.DTYPES); parameters stay float32
     c.model.dropout_rate = placeholder(float)  # None: the architecture's own default
     c.model.drop_connect_rate = placeholder(float)
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "cifar10"
-    c.dataset.source = "tfds"  # tfds | npz | folder | digits
+    c.dataset.source = "tfds"  # a key of smh_jax.data.SOURCES: tfds, npz, folder, digits
     c.dataset.path = ""  # npz file or image folder
     c.dataset.data_dir = placeholder(str)  # TFDS data_dir (None: TFDS default)
     c.dataset.train_split = "train"
     c.dataset.eval_split = "test"
     c.dataset.image_size = 32
-    c.dataset.augment = "cifar"  # cifar | inception | none
+    c.dataset.augment = "cifar"  # one of smh_jax.data.AUGMENTS: cifar, inception, none
     c.dataset.shuffle_buffer = 16_384
     c.dataset.cache = True
 
@@ -171,7 +172,7 @@ def is_dense(config: ml_collections.ConfigDict) -> bool:
     return not config.smh.fraction and not config.smh.target_params
 
 
-def smh_options(config: ml_collections.ConfigDict) -> Optional[SMHOptions]:
+def smh_options(config: ml_collections.ConfigDict) -> SMHOptions | None:
     """The SMHOptions a config asks for (None for a dense run). Raises UserError."""
     if is_dense(config):
         return None
@@ -205,14 +206,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.model.num_classes < 0:
         raise UserError(f"config.model.num_classes: {config.model.num_classes!r} must be >= 0 "
                         "(0: from the dataset)")
-    _choice("model.dtype", config.model.dtype, COMPUTE_DTYPES)
-    _choice("dataset.source", config.dataset.source, ("tfds", "npz", "folder", "digits"))
-    _choice("dataset.augment", config.dataset.augment, ("cifar", "inception", "none"))
-    if config.dataset.source in ("npz", "folder") and not config.dataset.path:
-        raise UserError(f"config.dataset.path is empty; source {config.dataset.source!r} "
-                        "reads its data from that path")
-    if config.dataset.image_size < 1:
-        raise UserError(f"config.dataset.image_size: {config.dataset.image_size!r} must be >= 1")
+    _choice("model.dtype", config.model.dtype, DTYPES)
+    from smh_jax import data  # deferred, as models above
+
+    data.parse_config(config.dataset)
     smh = config.smh
     if smh.fraction is not None and smh.fraction < 0:
         raise UserError(f"config.smh.fraction: {smh.fraction!r} is outside the allowed range "
@@ -255,7 +252,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                             "entries None or 'data'")
 
 
-def parse_arg(arg: Optional[str], **defaults: Any) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     """big_vision-style config argument: 'runlocal,fraction=0.1' -> typed values."""
     values = dict(defaults)
     for item in filter(None, (arg or "").split(",")):
@@ -276,3 +273,18 @@ def parse_arg(arg: Optional[str], **defaults: Any) -> ml_collections.ConfigDict:
                 raise UserError(f"config argument {key}={raw!r}: expected "
                                 f"{type(default).__name__}") from None
     return ml_collections.ConfigDict(values)
+
+
+def runlocal(config: ml_collections.ConfigDict, image_size: int | None = None,
+             batch_size: int = 16, steps: int = 4) -> ml_collections.ConfigDict:
+    """The `runlocal` config argument: a few tiny float32 steps, to check a config on a CPU."""
+    config.batch_size = batch_size
+    config.eval_batch_size = batch_size
+    config.num_steps = steps
+    config.log_every_steps = 1
+    config.eval_every_steps = 0
+    config.checkpoint_every_steps = steps
+    if image_size:
+        config.dataset.image_size = image_size
+    config.model.dtype = "float32"
+    return config
