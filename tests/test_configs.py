@@ -8,7 +8,8 @@ import mock_tfds
 import pytest
 from config_helpers import load_config_file
 
-from smh_jax.training import config_base, trainer
+from smh_jax.training import config_base
+from smh_jax.training import experiment as experiment_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -45,8 +46,8 @@ def test_config_builds_validates_and_sizes_the_model(path, tfds_root):
         config.dataset.data_dir = tfds_root
         config.batch_size = 16
     with mock_tfds.mocked(tfds_root):
-        experiment = trainer.build_experiment(config)
-        accounting = trainer.parameter_accounting(experiment)
+        experiment = experiment_lib.build_experiment(config)
+        accounting = experiment_lib.parameter_accounting(experiment)
     abstract = experiment.abstract_state
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
     assert experiment.total_steps > 0

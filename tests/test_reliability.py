@@ -27,6 +27,7 @@ from config_helpers import load_config_file, set_keys
 
 from smh_jax.errors import UserError
 from smh_jax.training import checkpointing, trainer
+from smh_jax.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -169,7 +170,7 @@ def test_unprepared_or_unknown_tfds_dataset_says_how_to_prepare_it(tmp_path, nam
 
 def _named_smallest_fraction() -> float:
     with pytest.raises(UserError, match="smallest allowed fraction is") as error:
-        trainer.build_experiment(quickstart(**{"smh.fraction": 1e-4}))
+        experiment_lib.build_experiment(quickstart(**{"smh.fraction": 1e-4}))
     return float(re.search(r"smallest allowed fraction is ([0-9.e-]+)",
                            str(error.value)).group(1))
 
@@ -178,7 +179,7 @@ def test_fraction_below_one_rank_names_the_smallest_allowed_fraction(tmp_path):
     smallest = _named_smallest_fraction()  # 2n / N rounded up to 4 significant digits
     # The named fraction is the boundary to within its printed precision: just above it
     # builds, just below it is refused, before any workdir exists.
-    trainer.build_experiment(quickstart(**{"smh.fraction": smallest * 1.001}))
+    experiment_lib.build_experiment(quickstart(**{"smh.fraction": smallest * 1.001}))
     with pytest.raises(UserError, match="smallest allowed fraction"):
         trainer.train_and_evaluate(quickstart(**{"smh.fraction": smallest * 0.999}),
                                    str(tmp_path / "run"))
@@ -187,7 +188,7 @@ def test_fraction_below_one_rank_names_the_smallest_allowed_fraction(tmp_path):
 
 def test_the_named_smallest_fraction_itself_is_accepted():
     # Rounded up, not to nearest: 262 / 16,910 = 0.015494 is named 0.0155, not 0.01549.
-    trainer.build_experiment(quickstart(**{"smh.fraction": _named_smallest_fraction()}))
+    experiment_lib.build_experiment(quickstart(**{"smh.fraction": _named_smallest_fraction()}))
 
 
 def test_unwritable_workdir_is_refused_before_anything_is_written(tmp_path):
