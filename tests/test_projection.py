@@ -11,7 +11,6 @@ import pytest
 from config_helpers import set_keys
 
 import smh_jax
-from smh_jax import models
 from smh_jax.formats import dense_export as export
 from smh_jax.formats import warm_start
 from smh_jax.linen.compress import build_model_layout

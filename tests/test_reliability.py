@@ -1,4 +1,4 @@
-"""Reliability (issue 7): bad input fails early and clearly, refused runs touch nothing,
+"""Reliability: bad input fails early and clearly, refused runs touch nothing,
 interrupted saves are never restored, numerical faults stop (or skip) exactly, and the same
 seed gives the same run.
 
@@ -218,7 +218,7 @@ def test_eval_of_a_workdir_without_checkpoints_is_refused(tmp_path):
 
 
 def shared_dir(tmp_path_factory, name):
-    """A directory all pytest-xdist workers of this session see (their basetemps' parent)."""
+    """A directory all pytest-xdist workers of this test run see (their basetemps' parent)."""
     base = tmp_path_factory.getbasetemp()
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
 
@@ -227,7 +227,7 @@ def shared_dir(tmp_path_factory, name):
 def trained(tmp_path_factory):
     """A finished 4-step quickstart run (eval at step 2 and 4): (config, workdir).
 
-    Trained once per session (the first worker to get here, under a lock) and copied, so
+    Trained once per test run (the first worker to get here, under a lock) and copied, so
     each worker's tests see a workdir no other process touches.
     """
     config = quickstart(eval_every_steps=2)

@@ -103,7 +103,8 @@ def test_state_sharding_follows_the_rules():
 def test_sharding_rule_that_cannot_split_is_refused():
     with pytest.raises(UserError, match="cannot be split 8 ways"):
         # n = ceil(sqrt(N)) = 260 rows of A do not split over 8 devices.
-        experiment_lib.build_experiment(digits_config(sharding_rules=(("smh/pool/a$", ("data", None)),)))
+        experiment_lib.build_experiment(
+            digits_config(sharding_rules=(("smh/pool/a$", ("data", None)),)))
 
 
 def test_resume_continues_at_the_right_step_with_the_same_result(tmp_path):

@@ -41,7 +41,7 @@ class Measurement:
     device_peak_bytes: Optional[int] = None
 
     def run(self, calls: int = 1) -> float:
-        """`calls` back-to-back calls, blocked until the outputs are ready; seconds per call.
+        """`calls` back-to-back calls, waiting for the outputs to be ready; seconds per call.
 
         More than one call per sample amortizes the host-device synchronization, which
         would otherwise add its latency to every (short) step.

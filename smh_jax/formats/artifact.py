@@ -7,12 +7,12 @@
 DIR holds `smh.json` (format version, the model spec (`ModelSpec.to_json`), the SMH
 options, the full layout: hashed paths in creation order with shapes, offsets and init
 statistics, every parameter path, pool with n and M, index store, modifiers, scale
-parameterization, ..., and the shapes and dtypes of the stored arrays) and `arrays/`, an Orbax checkpoint (the
-project's one checkpoint tool, default settings) of the factors, the per-layer scales,
-the unhashed parameters and the other collections (batch statistics). Optimizer state,
-EMA copies and the data-iterator position, which a training checkpoint also holds, are
-left out. `factor_dtype='bfloat16'` stores the factors in half the bytes; they are cast
-back to float32 on load.
+parameterization, ..., and the shapes and dtypes of the stored arrays) and `arrays/`, an
+Orbax checkpoint (the project's one checkpoint tool, default settings) of the factors,
+the per-layer scales, the unhashed parameters and the other collections (batch
+statistics). Optimizer state, EMA copies and the data-iterator position, which a
+training checkpoint also holds, are left out. `factor_dtype='bfloat16'` stores the
+factors in half the bytes; they are cast back to float32 on load.
 
 `load` checks the metadata against the architecture the registry builds (every path and
 shape) and against the stored arrays, so a missing or tampered field is a `UserError`
