@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from smh_jax.formats import artifact, dense_export
 from smh_jax.training import cli, trainer
+from smh_jax.training import experiment as experiment_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The train.py workdir holding checkpoints/.")
@@ -26,7 +27,8 @@ flags.DEFINE_string("export_dense", None,
                     "Also write the materialized dense model here (Orbax + model.json).")
 flags.DEFINE_string("export_smh", None,
                     "Also write the compressed artifact here (factors, scales, unhashed "
-                    "params, batch stats, layout; smh_jax.formats.artifact.load rebuilds the model).")
+                    "params, batch stats, layout; smh_jax.formats.artifact.load rebuilds the "
+                    "model).")
 flags.DEFINE_enum("export_smh_dtype", "float32", list(artifact.FACTOR_DTYPES),
                   "Storage dtype of the factors in --export_smh (loaded back as float32).")
 flags.DEFINE_enum("weights", "auto", ["auto", "ema", "raw"],
@@ -47,9 +49,9 @@ def main(argv):
         raise cli.UserError("--weights=ema: this run was trained without EMA "
                             "(config.ema_decay is 0)")
     variables = state.eval_variables(use_ema)
-    _, eval_fn = trainer.jit_steps(experiment)
+    _, eval_fn = experiment_lib.jit_steps(experiment)
     metrics = trainer.evaluate(experiment, eval_fn, variables)
-    accounting = trainer.parameter_accounting(experiment)
+    accounting = experiment_lib.parameter_accounting(experiment)
     checkpoint_dir = os.path.join(FLAGS.workdir, "checkpoints", str(step))
     result = {
         **metrics, "step": step, "weights": "ema" if use_ema else "raw",
@@ -62,25 +64,21 @@ def main(argv):
         # The dense model's float32 weights, for comparison with checkpoint_bytes.
         "dense_params_bytes": 4 * accounting["dense_params"],
     }
-    spec = {"name": config.model.name, "num_classes": experiment.bundle.num_classes,
-            "width_multiplier": float(config.model.width_multiplier),
-            "dtype": config.model.dtype,
-            "overrides": {k: config.model[k] for k in ("dropout_rate", "drop_connect_rate")
-                          if config.model[k] is not None}}
     if FLAGS.export_smh:
-        if not experiment.bundle.compressed:
+        if not experiment.compressed:
             raise cli.UserError("--export_smh: this run is dense (config.smh.fraction and "
                                 "target_params unset); use --export_dense")
-        sizes = artifact.save(FLAGS.export_smh, experiment.bundle.module,
-                              jax.device_get(variables), spec,
-                              trainer.input_shape(experiment.info), FLAGS.export_smh_dtype)
+        sizes = artifact.save(FLAGS.export_smh, experiment.module, jax.device_get(variables),
+                              experiment.spec, experiment_lib.input_shape(experiment.info),
+                              FLAGS.export_smh_dtype)
         result.update({"export_smh": FLAGS.export_smh, "export_smh_bytes": sizes["bytes"],
                        "export_smh_dtype": FLAGS.export_smh_dtype,
                        "ideal_bytes": sizes["ideal_bytes"]})
     if FLAGS.export_dense:
-        dense = dense_export.dense_variables(jax.device_get(variables), experiment.bundle.compressed)
+        dense = dense_export.dense_variables(jax.device_get(variables), experiment.compressed)
         result["export_dense"] = FLAGS.export_dense
-        result["export_dense_bytes"] = dense_export.export_dense(FLAGS.export_dense, dense, spec)
+        result["export_dense_bytes"] = dense_export.export_dense(FLAGS.export_dense, dense,
+                                                                 experiment.spec)
     if jax.process_index() == 0:
         with open(os.path.join(FLAGS.workdir, "eval.json"), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

@@ -4,28 +4,22 @@
         --artifacts=/tmp/qs_f32,/tmp/qs_bf16 --per_layer --out=/tmp/artifacts.json
 
 The config only supplies the evaluation data (dataset, eval split, batch size, compute
-dtype); the model, its layout and every variable come from `smh_jax.formats.artifact.load(DIR)`.
-For each artifact: accuracy, top5, loss, bytes on disk, factor dtype; with --per_layer
-also the accuracy of the same artifact with per-layer materialization; with
---recast=bfloat16 also a copy of each artifact with bfloat16 factors (DIR_bfloat16),
-written and evaluated: the accuracy change of bfloat16 factor storage.
+dtype); the model, its layout and every variable come from the artifact
+(smh_jax/experiments/artifact_eval.py). For each artifact: accuracy, top5, loss, bytes
+on disk, factor dtype; with --per_layer also the accuracy with per-layer
+materialization; with --recast=bfloat16 also a copy of each artifact with bfloat16
+factors (DIR_bfloat16), written and evaluated.
 """
 
-import dataclasses
 import json
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # runs as `python scripts/...` without installing
-    sys.path.insert(0, ROOT)
+import jax
+from absl import app, flags
+from ml_collections import config_flags
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from smh_jax.formats import artifact  # noqa: E402
-from smh_jax.training import cli, trainer  # noqa: E402
+from smh_jax.experiments import artifact_eval
+from smh_jax.training import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("artifacts", None, "Artifact directories (eval.py --export_smh).")
@@ -37,36 +31,12 @@ config_flags.DEFINE_config_file("config", None, "Supplies the evaluation data.",
                                 lock_config=True)
 
 
-def evaluate(experiment, directory: str, per_layer: bool) -> dict:
-    module, variables = artifact.load(directory, per_layer=per_layer)
-    bundle = dataclasses.replace(experiment.bundle, module=module, compressed=True)
-    _, eval_fn = trainer.jit_steps(dataclasses.replace(experiment, bundle=bundle))
-    return trainer.evaluate(experiment, eval_fn, variables)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    experiment = trainer.build_experiment(FLAGS.config)
-    directories = list(FLAGS.artifacts)
-    if FLAGS.recast:
-        for source in FLAGS.artifacts:
-            target = f"{source.rstrip('/')}_{FLAGS.recast}"
-            artifact.recast(source, target, FLAGS.recast)
-            directories.append(target)
-    results = []
-    for directory in directories:
-        metadata = artifact.read_metadata(directory)
-        dtypes = {v["dtype"] for k, v in metadata["arrays"].items() if k.startswith("pool/")}
-        result = {"artifact": directory, "bytes": artifact.directory_bytes(directory),
-                  "factor_dtype": ",".join(sorted(dtypes)),
-                  "trainable_params": metadata["trainable_params"],
-                  "ideal_bytes": 4 * metadata["trainable_params"],
-                  **evaluate(experiment, directory, per_layer=False)}
-        if FLAGS.per_layer:
-            lean = evaluate(experiment, directory, per_layer=True)
-            result.update({f"{k}_per_layer": v for k, v in lean.items() if k != "examples"})
-        results.append(result)
+    results = artifact_eval.evaluate_artifacts(FLAGS.config, FLAGS.artifacts,
+                                               per_layer=FLAGS.per_layer, recast=FLAGS.recast)
+    for result in results:
         print(cli.format_table([(k, str(v)) for k, v in result.items()]), flush=True)
     if FLAGS.out:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)

@@ -1,5 +1,5 @@
 """Test-wide settings: 8 simulated CPU devices (sharding tests), quiet TensorFlow, and one
-persistent XLA compilation cache for the session.
+persistent XLA compilation cache for the whole test run.
 
 Many tests compile the same small train/eval steps (in-process and in the train.py /
 eval.py subprocesses, which inherit the environment): the cache compiles each once.

@@ -1,6 +1,7 @@
 """The compressed artifact: round trip with identical logits from the artifact alone,
 smaller bfloat16 factors, and clear errors for missing or tampered metadata."""
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -11,21 +12,21 @@ import numpy as np
 import pytest
 
 import smh_jax
-from smh_jax import models
-from smh_jax.formats import artifact
+from smh_jax.core.layout import HashedTensor, Layout
 from smh_jax.errors import UserError
+from smh_jax.formats import artifact
+from smh_jax.models.spec import ModelSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-SPEC = {"name": "resnet20", "num_classes": 10, "width_multiplier": 0.25, "dtype": "float32"}
+SPEC = ModelSpec("resnet20", num_classes=10, width_multiplier=0.25)
 X = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A compressed ResNet-20 (x0.25) with non-trivial batch stats, saved once."""
-    module = smh_jax.compress(models.create("resnet20", num_classes=10, width_multiplier=0.25),
-                              fraction=0.3)
+    module = smh_jax.compress(SPEC.create(), fraction=0.3)
     variables = jax.jit(functools.partial(module.init, train=False))(jax.random.key(0), X)
     # Train-mode steps move the batch statistics away from their init.
     step = jax.jit(functools.partial(module.apply, train=True, mutable=["batch_stats"]))
@@ -75,6 +76,32 @@ def test_bfloat16_factors_halve_the_factor_bytes(saved):
     np.testing.assert_allclose(lean_module.apply(loaded, X, train=False),
                                loaded_module.apply(loaded, X, train=False), rtol=1e-4,
                                atol=1e-5)
+
+
+def test_metadata_holds_every_field_of_the_layout_and_the_model_spec(saved):
+    metadata = artifact.read_metadata(str(saved[0] / "f32"))
+    layout = metadata["layout"]
+    assert set(layout) == {f.name for f in dataclasses.fields(Layout)}
+    written = {f.name for f in dataclasses.fields(HashedTensor) if f.metadata.get("json", True)}
+    assert written == {f.name for f in dataclasses.fields(HashedTensor)} - {"box"}
+    assert all(set(t) == written for t in layout["hashed"])
+    assert ModelSpec.from_json(metadata["model"]) == SPEC
+
+
+def _as_written_before_tuple_keys(m):
+    """Earlier files: tensors and parameters named by '/'-joined paths, no init_mean."""
+    for t in m["layout"]["hashed"]:
+        t["path"] = "/".join(t.pop("key"))
+        t.pop("init_mean")
+    m["layout"]["param_order"] = [["/".join(k), h] for k, h in m["layout"]["param_order"]]
+
+
+def test_artifacts_with_path_strings_still_load(saved):
+    root, module, variables, _ = saved
+    loaded_module, loaded = artifact.load(_tampered(root, "paths", _as_written_before_tuple_keys))
+    assert loaded["params"]["smh"].layout == variables["params"]["smh"].layout
+    np.testing.assert_array_equal(loaded_module.apply(loaded, X, train=False),
+                                  module.apply(variables, X, train=False))
 
 
 def _tampered(root, name, edit):

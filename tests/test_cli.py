@@ -108,8 +108,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert not workdir.exists()  # nothing created before the error
 
 
-def test_efficientnet_b4_smh_headline_command_runs_on_mock_imagenet(tmp_path):
-    """The design card's command, with TFDS mocked and the runlocal (64x64) variant."""
+def test_efficientnet_b4_compressed_to_b0_size_trains_on_mock_imagenet(tmp_path):
+    """configs/efficientnet_b4_smh.py's command, with TFDS mocked, at runlocal size (64x64)."""
     root = str(tmp_path / "tfds")
     result = _ok(run([MOCK_TFDS, root, "train.py",
                       "--config=configs/efficientnet_b4_smh.py:runlocal",

@@ -9,7 +9,8 @@ import pytest
 from config_helpers import load_config_file
 
 from smh_jax import models
-from smh_jax.training import config_base, trainer
+from smh_jax.training import config_base
+from smh_jax.training import experiment as experiment_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -31,8 +32,8 @@ def build(config, tfds_root):
         config.dataset.data_dir = tfds_root
         config.batch_size = 16
     with mock_tfds.mocked(tfds_root):
-        experiment = trainer.build_experiment(config)
-        return experiment, trainer.parameter_accounting(experiment)
+        experiment = experiment_lib.build_experiment(config)
+        return experiment, experiment_lib.parameter_accounting(experiment)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p)[:-3])

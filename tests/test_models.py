@@ -23,6 +23,7 @@ from flax import traverse_util
 
 from smh_jax import models
 from smh_jax.errors import UserError
+from smh_jax.models.spec import ModelSpec, abstract_variables, count_params
 
 # torchvision's published parameter counts (1000 classes, 3-channel input).
 REFERENCE_COUNTS = {
@@ -75,12 +76,10 @@ def _key(seed: int) -> jax.Array:
 
 
 def _abstract_variables(model: nn.Module, size: int = 32, channels: int = 3) -> dict:
-    x = jnp.zeros((1, size, size, channels), jnp.float32)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    return abstract_variables(model, (1, size, size, channels))
 
 
-def _count(tree) -> int:
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+_count = count_params
 
 
 def _images(batch: int = 2, channels: int = 3, seed: int = 0) -> jax.Array:
@@ -491,3 +490,22 @@ def test_min_image_size_is_total_stride(name):
     with nn.intercept_methods(record):
         _abstract_variables(model, size=2 * stride)
     assert conv_outputs[-1][1:3] == (2, 2)
+
+
+# --------------------------------------------------------------------------- model spec
+
+
+def test_model_spec_round_trips_through_json_and_builds_the_registry_model():
+    spec = ModelSpec('efficientnet_b0', num_classes=7, width_multiplier=0.5, dtype='bfloat16',
+                     overrides={'dropout_rate': 0.1})
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    module = spec.create()
+    assert (module.num_classes, module.width_multiplier, module.dropout_rate) == (7, 0.5, 0.1)
+    assert module.dtype == jnp.bfloat16
+    # Older files may omit width, dtype and overrides.
+    assert ModelSpec.from_json({'name': 'resnet20', 'num_classes': 10}) == ModelSpec(
+        'resnet20', 10)
+    with pytest.raises(UserError, match='model.num_classes is missing'):
+        ModelSpec.from_json({'name': 'resnet20'})
+    with pytest.raises(UserError, match='model.depth is not a field'):
+        ModelSpec.from_json({'name': 'resnet20', 'num_classes': 10, 'depth': 20})

@@ -11,14 +11,15 @@ import pytest
 from config_helpers import set_keys
 
 import smh_jax
-from smh_jax import models
 from smh_jax.formats import dense_export as export
 from smh_jax.formats import warm_start
 from smh_jax.linen.compress import build_model_layout
 from smh_jax.core import projection, tree_paths
 from smh_jax.core.options import SMHOptions
 from smh_jax.errors import UserError
-from smh_jax.training import checkpointing, config_base, trainer
+from smh_jax.models.spec import ModelSpec, abstract_variables
+from smh_jax.training import checkpointing, config_base
+from smh_jax.training import experiment as experiment_lib
 from smh_jax.training.train_state import new_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -206,14 +207,12 @@ def _digits_config(**overrides):
 def dense_sources(tmp_path_factory):
     """A dense ResNet-20 (x0.25) as an export directory and as a train.py workdir."""
     root = tmp_path_factory.mktemp("dense")
-    module = models.create("resnet20", num_classes=10, width_multiplier=0.25)
-    shapes = jax.eval_shape(functools.partial(module.init, train=False), RNG,
-                            jnp.zeros((1, 8, 8, 1)))
+    spec = ModelSpec("resnet20", num_classes=10, width_multiplier=0.25)
+    shapes = abstract_variables(spec.create(), (1, 8, 8, 1))
     variables = _trained_like(shapes)
     variables["batch_stats"] = jax.tree.map(lambda v: np.full(v.shape, 5.0, np.float32),
                                             variables["batch_stats"])
-    export.export_dense(str(root / "export"), variables, {
-        "name": "resnet20", "num_classes": 10, "width_multiplier": 0.25, "dtype": "float32"})
+    export.export_dense(str(root / "export"), variables, spec)
     state = new_state(variables["params"], {"batch_stats": variables["batch_stats"]}, {},
                       jax.random.key(0), use_ema=False)
     ckpt = checkpointing.Checkpointer(str(root / "workdir" / "checkpoints"), max_to_keep=1,
@@ -243,8 +242,8 @@ def test_both_dense_formats_load_the_same_variables(dense_sources, tmp_path):
 def test_train_starts_from_the_projection(dense_sources):
     root, variables = dense_sources
     source = str(root / "workdir")
-    experiment = trainer.build_experiment(_digits_config(**{"smh.init_from_dense": source}))
-    state = jax.device_get(trainer.initial_state(experiment))
+    experiment = experiment_lib.build_experiment(_digits_config(**{"smh.init_from_dense": source}))
+    state = jax.device_get(experiment_lib.initial_state(experiment))
     params = state.params["smh"]
     expected = projection.project(params.layout, variables["params"])
     assert jax.tree.structure(params) == jax.tree.structure(expected)
@@ -258,4 +257,4 @@ def test_init_from_dense_errors_name_the_setting(dense_sources):
     source = str(dense_sources[0] / "export")
     config = _digits_config(**{"smh.init_from_dense": source, "smh.pool": "kronecker"})
     with pytest.raises(UserError, match=r"init_from_dense=.*'kronecker' cannot be initialized"):
-        trainer.warm_start(trainer.build_experiment(config))
+        experiment_lib.warm_start(experiment_lib.build_experiment(config))

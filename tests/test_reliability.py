@@ -1,4 +1,4 @@
-"""Reliability (issue 7): bad input fails early and clearly, refused runs touch nothing,
+"""Reliability: bad input fails early and clearly, refused runs touch nothing,
 interrupted saves are never restored, numerical faults stop (or skip) exactly, and the same
 seed gives the same run.
 
@@ -27,6 +27,7 @@ from config_helpers import load_config_file, set_keys
 
 from smh_jax.errors import UserError
 from smh_jax.training import checkpointing, trainer
+from smh_jax.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -169,7 +170,7 @@ def test_unprepared_or_unknown_tfds_dataset_says_how_to_prepare_it(tmp_path, nam
 
 def _named_smallest_fraction() -> float:
     with pytest.raises(UserError, match="smallest allowed fraction is") as error:
-        trainer.build_experiment(quickstart(**{"smh.fraction": 1e-4}))
+        experiment_lib.build_experiment(quickstart(**{"smh.fraction": 1e-4}))
     return float(re.search(r"smallest allowed fraction is ([0-9.e-]+)",
                            str(error.value)).group(1))
 
@@ -178,7 +179,7 @@ def test_fraction_below_one_rank_names_the_smallest_allowed_fraction(tmp_path):
     smallest = _named_smallest_fraction()  # 2n / N rounded up to 4 significant digits
     # The named fraction is the boundary to within its printed precision: just above it
     # builds, just below it is refused, before any workdir exists.
-    trainer.build_experiment(quickstart(**{"smh.fraction": smallest * 1.001}))
+    experiment_lib.build_experiment(quickstart(**{"smh.fraction": smallest * 1.001}))
     with pytest.raises(UserError, match="smallest allowed fraction"):
         trainer.train_and_evaluate(quickstart(**{"smh.fraction": smallest * 0.999}),
                                    str(tmp_path / "run"))
@@ -187,7 +188,7 @@ def test_fraction_below_one_rank_names_the_smallest_allowed_fraction(tmp_path):
 
 def test_the_named_smallest_fraction_itself_is_accepted():
     # Rounded up, not to nearest: 262 / 16,910 = 0.015494 is named 0.0155, not 0.01549.
-    trainer.build_experiment(quickstart(**{"smh.fraction": _named_smallest_fraction()}))
+    experiment_lib.build_experiment(quickstart(**{"smh.fraction": _named_smallest_fraction()}))
 
 
 def test_unwritable_workdir_is_refused_before_anything_is_written(tmp_path):
@@ -217,7 +218,7 @@ def test_eval_of_a_workdir_without_checkpoints_is_refused(tmp_path):
 
 
 def shared_dir(tmp_path_factory, name):
-    """A directory all pytest-xdist workers of this session see (their basetemps' parent)."""
+    """A directory all pytest-xdist workers of this test run see (their basetemps' parent)."""
     base = tmp_path_factory.getbasetemp()
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
 
@@ -226,7 +227,7 @@ def shared_dir(tmp_path_factory, name):
 def trained(tmp_path_factory):
     """A finished 4-step quickstart run (eval at step 2 and 4): (config, workdir).
 
-    Trained once per session (the first worker to get here, under a lock) and copied, so
+    Trained once per test run (the first worker to get here, under a lock) and copied, so
     each worker's tests see a workdir no other process touches.
     """
     config = quickstart(eval_every_steps=2)

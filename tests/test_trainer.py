@@ -19,7 +19,8 @@ import smh_jax
 from smh_jax.formats import dense_export as export
 from smh_jax.core.tree_paths import jax_path_str
 from smh_jax.errors import UserError
-from smh_jax.training import config_base, trainer
+from smh_jax.training import config_base, steps, trainer
+from smh_jax.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -89,7 +90,7 @@ def test_mock_tfds_cifar10_on_8_devices(tfds_root, tmp_path, fraction):
 
 def test_state_sharding_follows_the_rules():
     # side=264 (>= ceil(sqrt(N)) = 260) makes the virtual matrix's columns split 8 ways.
-    experiment = trainer.build_experiment(digits_config(**{"smh.side": 264}, sharding_rules=(
+    experiment = experiment_lib.build_experiment(digits_config(**{"smh.side": 264}, sharding_rules=(
         ("smh/pool/b$", (None, "data")),)))
     sharded = {jax_path_str(p): s.spec for p, s in
                jax.tree_util.tree_flatten_with_path(experiment.state_shardings)[0]}
@@ -102,7 +103,8 @@ def test_state_sharding_follows_the_rules():
 def test_sharding_rule_that_cannot_split_is_refused():
     with pytest.raises(UserError, match="cannot be split 8 ways"):
         # n = ceil(sqrt(N)) = 260 rows of A do not split over 8 devices.
-        trainer.build_experiment(digits_config(sharding_rules=(("smh/pool/a$", ("data", None)),)))
+        experiment_lib.build_experiment(
+            digits_config(sharding_rules=(("smh/pool/a$", ("data", None)),)))
 
 
 def test_resume_continues_at_the_right_step_with_the_same_result(tmp_path):
@@ -151,29 +153,28 @@ def test_export_dense_round_trip_gives_identical_logits(tmp_path):
     experiment, state, _ = trainer.restore_for_eval(config, str(tmp_path / "run"))
     variables = jax.device_get(state.eval_variables(False))
     dense = export.dense_variables(variables, compressed=True)
-    spec = {"name": "resnet20", "num_classes": 10, "width_multiplier": 0.5}
-    export.export_dense(str(tmp_path / "dense"), dense, spec)
+    export.export_dense(str(tmp_path / "dense"), dense, experiment.spec)
     module, loaded = export.load_dense(str(tmp_path / "dense"), (1, 8, 8, 1))
     x = jax.random.normal(jax.random.key(0), (5, 8, 8, 1))
     np.testing.assert_array_equal(
         module.apply(loaded, x, train=False),
         module.apply(dense, x, train=False))
     np.testing.assert_allclose(module.apply(loaded, x, train=False),
-                               experiment.bundle.module.apply(variables, x, train=False),
+                               experiment.module.apply(variables, x, train=False),
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(UserError, match="already holds an export"):
-        export.export_dense(str(tmp_path / "dense"), dense, spec)
+        export.export_dense(str(tmp_path / "dense"), dense, experiment.spec)
 
 
 def test_weight_decay_on_materialized_weights(tmp_path):
     """weight_decay_on='weights' adds 0.5 wd ||W||^2 of the dense kernels to the loss."""
     config = digits_config(**{"smh.weight_decay_on": "weights", "optimizer.weight_decay": 0.1})
-    experiment = trainer.build_experiment(config)
-    params = jax.jit(lambda r: trainer.init_variables(
-        experiment.bundle, (1, 8, 8, 1), r)["params"])(jax.random.key(0))
+    experiment = experiment_lib.build_experiment(config)
+    params = jax.jit(lambda r: experiment_lib.init_variables(
+        experiment.module, (1, 8, 8, 1), r)["params"])(jax.random.key(0))
     dense = smh_jax.materialize(params["smh"])
     expected = sum(float(jnp.sum(w ** 2)) for w in jax.tree.leaves(dense) if w.ndim > 1)
-    assert trainer.weights_l2(params, "") == pytest.approx(expected, rel=1e-5)
+    assert steps.weights_l2(params, "") == pytest.approx(expected, rel=1e-5)
     summary = trainer.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(summary["eval_loss"])
 

@@ -44,7 +44,7 @@ class HashedTensor:
     init_std: float
     init_kurtosis: float
     init_mean: float = 0.0
-    box: Any = None
+    box: Any = dataclasses.field(default=None, metadata={"json": False})
 
     @property
     def path(self) -> str:

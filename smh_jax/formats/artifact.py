@@ -4,15 +4,15 @@
     module, variables = artifact.load(DIR)          # no config, no checkpoint
     logits = module.apply(variables, x, train=False)
 
-DIR holds `smh.json` (format version, the registry model spec, the SMH options, the full
-layout: hashed paths in creation order with shapes, offsets and init statistics, every
-parameter path, pool with n and M, index store, modifiers, scale parameterization, ...,
-and the shapes and dtypes of the stored arrays) and `arrays/`, an Orbax checkpoint (the
-project's one checkpoint tool, default settings) of the factors, the per-layer scales,
-the unhashed parameters and the other collections (batch statistics). Optimizer state,
-EMA copies and the data-iterator position, which a training checkpoint also holds, are
-left out. `factor_dtype='bfloat16'` stores the factors in half the bytes; they are cast
-back to float32 on load.
+DIR holds `smh.json` (format version, the model spec (`ModelSpec.to_json`), the SMH
+options, the full layout: hashed paths in creation order with shapes, offsets and init
+statistics, every parameter path, pool with n and M, index store, modifiers, scale
+parameterization, ..., and the shapes and dtypes of the stored arrays) and `arrays/`, an
+Orbax checkpoint (the project's one checkpoint tool, default settings) of the factors,
+the per-layer scales, the unhashed parameters and the other collections (batch
+statistics). Optimizer state, EMA copies and the data-iterator position, which a
+training checkpoint also holds, are left out. `factor_dtype='bfloat16'` stores the
+factors in half the bytes; they are cast back to float32 on load.
 
 `load` checks the metadata against the architecture the registry builds (every path and
 shape) and against the stored arrays, so a missing or tampered field is a `UserError`
@@ -23,23 +23,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-from typing import Any
+import typing
+from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smh_jax import models
-from smh_jax.linen.compress import PARAM_NAME, SMH, smh_params_of
 from smh_jax.core import tree_paths
-from smh_jax.core.layout import HashedTensor, Layout
+from smh_jax.core.layout import Layout
 from smh_jax.core.options import SMHOptions
 from smh_jax.core.params import SMHParams
-from smh_jax.core.pools import HashPool, KroneckerPool, MetaPool, ProductPool
+from smh_jax.core.pools import HashPool, KroneckerPool, LayerHashPool, MetaPool, ProductPool
 from smh_jax.errors import UserError
 from smh_jax.formats.dense_export import directory_bytes, write_arrays_and_json
+from smh_jax.linen.compress import PARAM_NAME, SMH, smh_params_of
+from smh_jax.models.spec import ModelSpec, abstract_variables, count_params
 
 FORMAT = "smh_jax.artifact"
 VERSION = 1
@@ -47,50 +47,88 @@ METADATA_FILE = "smh.json"
 ARRAYS_DIR = "arrays"
 FACTOR_DTYPES = ("float32", "bfloat16")
 _POOLS = {"product": ProductPool, "kronecker": KroneckerPool, "hash": HashPool,
-          "meta": MetaPool}
+          "hashnet": LayerHashPool, "meta": MetaPool}
 
 
 # ----------------------------------------------------------------------------- layout <-> JSON
+#
+# Written and read field by field from the dataclasses themselves (Layout, HashedTensor,
+# the pools), so a field added to them travels without a change here; a field missing
+# from an older file takes the dataclass's default if it has one. Fields marked
+# `metadata={"json": False}` (a parameter's Flax metadata box) are not written.
 
 
-def _pool_to_json(pool: Any) -> dict[str, Any]:
-    out = {}
-    for field in dataclasses.fields(pool):
-        value = getattr(pool, field.name)
-        out[field.name] = [_pool_to_json(p) for p in value] if field.name == "pools" else value
-    return out
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.metadata.get("json", True)}
+    if isinstance(value, (tuple, list)):
+        return [_to_json(v) for v in value]
+    return value
 
 
-def _pool_from_json(data: dict[str, Any]) -> Any:
-    cls = _POOLS.get(data.get("kind"))
-    if cls is None:
-        raise UserError(f"layout.pool.kind: {data.get('kind')!r} is not one of "
-                        f"{', '.join(_POOLS)}")
-    values = dict(data)
-    if cls is MetaPool:
-        values["pools"] = tuple(_pool_from_json(p) for p in values.get("pools", ()))
-    names = {f.name for f in dataclasses.fields(cls)}
-    if set(values) != names:
-        missing = sorted(names - set(values)) or sorted(set(values) - names)
-        raise UserError(f"layout.pool: field {missing[0]!r} is missing or unknown for a "
-                        f"{data['kind']} pool (expected {', '.join(sorted(names))})")
+def _is_pool_union(hint: Any) -> bool:
+    return typing.get_origin(hint) is Union and all(
+        a in _POOLS.values() for a in typing.get_args(hint))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """`value` (as JSON gives it) as the type `hint` names: tuples, scalars, dataclasses."""
+    if _is_pool_union(hint):
+        return _pool_from_json(value, where)
+    if dataclasses.is_dataclass(hint):
+        return _dataclass_from_json(hint, value, where)
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{METADATA_FILE}: {where} is not a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UserError(f"{METADATA_FILE}: {where} has {len(value)} entries, expected "
+                            f"{len(args)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]")
+                     for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if hint in (int, float, str, bool):
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{METADATA_FILE}: {where} is {value!r}, not a "
+                            f"{hint.__name__}") from None
+    return value
+
+
+def _dataclass_from_json(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"{METADATA_FILE}: {where} is not an object")
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    unknown = sorted(set(data) - {f.name for f in fields})
+    if unknown:
+        raise UserError(f"{METADATA_FILE}: {where}.{unknown[0]} is not a field of "
+                        f"{cls.__name__}")
+    values = {}
+    for f in fields:
+        if f.name in data:
+            values[f.name] = _coerce(data[f.name], hints[f.name], f"{where}.{f.name}")
+        elif (f.default is dataclasses.MISSING
+              and f.default_factory is dataclasses.MISSING):  # type: ignore[misc]
+            raise UserError(f"{METADATA_FILE}: {where}.{f.name} is missing")
     return cls(**values)
+
+
+def _pool_from_json(data: Any, where: str) -> Any:
+    kind = data.get("kind") if isinstance(data, dict) else None
+    cls = _POOLS.get(kind)
+    if cls is None:
+        raise UserError(f"{METADATA_FILE}: {where}.kind: {kind!r} is not one of "
+                        f"{', '.join(_POOLS)}")
+    return _dataclass_from_json(cls, data, where)
 
 
 def layout_to_json(layout: Layout) -> dict[str, Any]:
     """Every field of the layout, JSON-ready (floats round-trip exactly)."""
-    return {
-        "hashed": [{"key": list(t.key), "shape": list(t.shape), "dtype": t.dtype,
-                    "offset": t.offset, "init_mean": t.init_mean, "init_std": t.init_std,
-                    "init_kurtosis": t.init_kurtosis} for t in layout.hashed],
-        "param_order": [[list(k), h] for k, h in layout.param_order],
-        "pool": _pool_to_json(layout.pool),
-        "index_store": layout.index_store, "pad_value": layout.pad_value,
-        "modifiers": list(layout.modifiers), "learn_scale": layout.learn_scale,
-        "scale_parameterization": layout.scale_parameterization,
-        "fan_out_gain": layout.fan_out_gain, "bounded_init": layout.bounded_init,
-        "dtype": layout.dtype, "requested": list(layout.requested),
-    }
+    return _to_json(layout)
 
 
 def _field(data: dict[str, Any], key: str, where: str) -> Any:
@@ -99,47 +137,39 @@ def _field(data: dict[str, Any], key: str, where: str) -> Any:
     return data[key]
 
 
-def _key(value: Any) -> tuple[str, ...]:
-    """A parameter key: a list of names, or (written by earlier versions) a '/'-joined path."""
-    return tuple(value.split("/")) if isinstance(value, str) else tuple(str(k) for k in value)
+def _with_tuple_keys(data: Any) -> Any:
+    """Files written before parameter keys were tuples name them by '/'-joined paths."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    if isinstance(data.get("hashed"), list):
+        data["hashed"] = [
+            {**{k: v for k, v in t.items() if k != "path"}, "key": t["path"].split("/")}
+            if isinstance(t, dict) and isinstance(t.get("path"), str) else t
+            for t in data["hashed"]]
+    if isinstance(data.get("param_order"), list):
+        data["param_order"] = [
+            [entry[0].split("/"), *entry[1:]]
+            if isinstance(entry, list) and entry and isinstance(entry[0], str) else entry
+            for entry in data["param_order"]]
+    return data
 
 
 def layout_from_json(data: dict[str, Any]) -> Layout:
     """The Layout back from `layout_to_json`; UserError naming a missing/inconsistent field."""
-    get = lambda d, k, w="layout.": _field(d, k, w)  # noqa: E731
-    hashed, offset = [], 0
-    for i, t in enumerate(get(data, "hashed")):
-        where = f"layout.hashed[{i}]."
-        key = _key(t["key"]) if isinstance(t, dict) and "key" in t else _key(
-            get(t, "path", where))
-        tensor = HashedTensor(
-            key=key, shape=tuple(int(d) for d in get(t, "shape", where)),
-            dtype=get(t, "dtype", where), offset=int(get(t, "offset", where)),
-            init_std=float(get(t, "init_std", where)),
-            init_kurtosis=float(get(t, "init_kurtosis", where)),
-            init_mean=float(t.get("init_mean", 0.0)))
+    layout = _dataclass_from_json(Layout, _with_tuple_keys(data), "layout")
+    offset = 0
+    for i, tensor in enumerate(layout.hashed):
         if tensor.offset != offset:
-            raise UserError(f"{METADATA_FILE}: {where}offset is {tensor.offset} for "
-                            f"{tensor.path!r}; the tensors before it end at {offset}")
+            raise UserError(f"{METADATA_FILE}: layout.hashed[{i}].offset is {tensor.offset} "
+                            f"for {tensor.path!r}; the tensors before it end at {offset}")
         offset += tensor.size
-        hashed.append(tensor)
-    order = tuple((_key(p), bool(h)) for p, h in get(data, "param_order"))
-    if [t.key for t in hashed] != [p for p, h in order if h]:
+    if [t.key for t in layout.hashed] != [p for p, h in layout.param_order if h]:
         raise UserError(f"{METADATA_FILE}: layout.param_order does not list the hashed "
                         "tensors of layout.hashed, in that order")
-    pool = _pool_from_json(get(data, "pool"))
-    requested = get(data, "requested")
-    layout = Layout(
-        hashed=tuple(hashed), param_order=order, pool=pool,
-        index_store=get(data, "index_store"), pad_value=float(get(data, "pad_value")),
-        modifiers=tuple(get(data, "modifiers")), learn_scale=bool(get(data, "learn_scale")),
-        scale_parameterization=get(data, "scale_parameterization"),
-        fan_out_gain=float(get(data, "fan_out_gain")),
-        bounded_init=bool(get(data, "bounded_init")), dtype=get(data, "dtype"),
-        requested=(str(requested[0]), float(requested[1])))
-    if layout.index_store == "basic" and pool.virtual_size < layout.num_hashed:
-        raise UserError(f"{METADATA_FILE}: layout.pool generates {pool.virtual_size} virtual "
-                        f"weights, fewer than the {layout.num_hashed} hashed ones")
+    if layout.index_store == "basic" and layout.pool.virtual_size < layout.num_hashed:
+        raise UserError(f"{METADATA_FILE}: layout.pool generates {layout.pool.virtual_size} "
+                        f"virtual weights, fewer than the {layout.num_hashed} hashed ones")
     return layout
 
 
@@ -163,13 +193,13 @@ def _nbytes(tree: Any) -> int:
     return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
 
 
-def save(directory: str, module: SMH, variables: dict[str, Any], model_spec: dict[str, Any],
+def save(directory: str, module: SMH, variables: dict[str, Any], spec: ModelSpec,
          input_shape: tuple[int, ...], factor_dtype: str = "float32") -> dict[str, Any]:
     """Writes the artifact; returns its sizes: bytes (on disk), array_bytes, ideal_bytes.
 
-    `model_spec` is what the registry builds the architecture from: name, num_classes,
-    width_multiplier, dtype, overrides (as `eval.py --export_dense` writes in model.json);
-    `input_shape` an example input's shape (NHWC), used to check the layout on load.
+    `spec` is the architecture `module` wraps (as `eval.py --export_dense` writes it in
+    model.json); `input_shape` an example input's shape (NHWC), used to check the layout
+    on load.
     """
     if factor_dtype not in FACTOR_DTYPES:
         raise UserError(f"factor dtype {factor_dtype!r} is not one of {', '.join(FACTOR_DTYPES)}")
@@ -184,13 +214,10 @@ def save(directory: str, module: SMH, variables: dict[str, Any], model_spec: dic
     array_info = {
         tree_paths.path_str(p): {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
         for p, v in tree_paths.ordered_items(arrays)}
-    trainable = sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params))
+    trainable = count_params(params)
     metadata = {
         "format": FORMAT, "version": VERSION,
-        "model": {"name": model_spec["name"], "num_classes": int(model_spec["num_classes"]),
-                  "width_multiplier": float(model_spec.get("width_multiplier", 1.0)),
-                  "dtype": str(model_spec.get("dtype", "float32")),
-                  "overrides": dict(model_spec.get("overrides", {}))},
+        "model": spec.to_json(),
         "input_shape": [int(d) for d in input_shape],
         "options": _options_to_json(module.options),
         "layout": layout_to_json(params.layout),
@@ -223,11 +250,6 @@ def read_metadata(directory: str) -> dict[str, Any]:
         raise UserError(f"{path}: version {metadata.get('version')!r} is not supported "
                         f"(this code reads version {VERSION})")
     return metadata
-
-
-def _abstract_dense(module: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-    return jax.eval_shape(lambda: module.init(rngs, jnp.zeros(input_shape), train=False))
 
 
 def _check_against_model(layout: Layout, dense: dict[str, Any]) -> None:
@@ -302,15 +324,11 @@ def load(directory: str, per_layer: bool = False) -> tuple[SMH, dict[str, Any]]:
 
     directory = os.path.abspath(directory)
     metadata = read_metadata(directory)
-    spec = _field(metadata, "model", "")
-    base = models.create(_field(spec, "name", "model."),
-                         num_classes=_field(spec, "num_classes", "model."),
-                         width_multiplier=_field(spec, "width_multiplier", "model."),
-                         dtype=jnp.dtype(_field(spec, "dtype", "model.")),
-                         **_field(spec, "overrides", "model."))
+    spec = ModelSpec.from_json(_field(metadata, "model", ""), where=f"{METADATA_FILE}: model")
+    base = spec.create()
     layout = layout_from_json(_field(metadata, "layout", ""))
     options = _options_from_json(_field(metadata, "options", ""))
-    dense = _abstract_dense(base, tuple(_field(metadata, "input_shape", "")))
+    dense = abstract_variables(base, tuple(_field(metadata, "input_shape", "")))
     _check_against_model(layout, dense)
     target = _restore_target(layout, metadata, dense)
     arrays_dir = os.path.join(directory, ARRAYS_DIR)
@@ -339,6 +357,6 @@ def recast(source: str, destination: str, factor_dtype: str) -> dict[str, Any]:
     """
     metadata = read_metadata(source)
     module, variables = load(source)
-    return save(destination, module, variables, metadata["model"],
+    return save(destination, module, variables, ModelSpec.from_json(metadata["model"]),
                 tuple(metadata["input_shape"]), factor_dtype)
 

@@ -2,7 +2,7 @@
 
 The directory holds an Orbax checkpoint of {'params', <other collections>} that the plain,
 uncompressed architecture restores and applies directly, plus model.json describing
-how to build that architecture from the registry.
+how to build that architecture from the registry (`ModelSpec.to_json`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 import smh_jax
-from smh_jax import models
 from smh_jax.errors import UserError
+from smh_jax.models.spec import ModelSpec, abstract_variables
 
 MODEL_FILE = "model.json"
 VARIABLES_DIR = "variables"
@@ -51,28 +51,35 @@ def dense_variables(variables: dict[str, Any], compressed: bool) -> dict[str, An
     return {**variables, "params": params}
 
 
-def export_dense(directory: str, variables: dict[str, Any], model_spec: dict[str, Any]) -> int:
+def export_dense(directory: str, variables: dict[str, Any], spec: ModelSpec) -> int:
     """Writes the dense variables and model.json; returns the bytes written."""
     directory = os.path.abspath(directory)
     if os.path.exists(os.path.join(directory, VARIABLES_DIR)):
         raise UserError(f"--export_dense {directory!r} already holds an export; choose a new "
                         "directory (nothing was overwritten)")
-    write_arrays_and_json(directory, VARIABLES_DIR, variables, MODEL_FILE, model_spec, indent=2)
+    write_arrays_and_json(directory, VARIABLES_DIR, variables, MODEL_FILE, spec.to_json(),
+                          indent=2)
     return directory_bytes(directory)
+
+
+def read_spec(directory: str) -> ModelSpec:
+    """The model spec of an `export_dense` directory (its model.json)."""
+    path = os.path.join(os.path.abspath(directory), MODEL_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UserError(f"{directory!r} is not a dense export ({MODEL_FILE}: {e.strerror})"
+                        ) from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    return ModelSpec.from_json(data, where=MODEL_FILE)
 
 
 def load_dense(directory: str, input_shape: tuple[int, ...]) -> tuple[nn.Module, dict[str, Any]]:
     """The plain architecture and its variables, from an `export_dense` directory."""
-    directory = os.path.abspath(directory)
-    with open(os.path.join(directory, MODEL_FILE), encoding="utf-8") as f:
-        spec = json.load(f)
-    module = models.create(spec["name"], num_classes=spec["num_classes"],
-                           width_multiplier=spec["width_multiplier"],
-                           dtype=jnp.dtype(spec.get("dtype", "float32")),
-                           **spec.get("overrides", {}))
-    abstract = jax.eval_shape(
-        lambda r: module.init({"params": r, "dropout": r}, jnp.zeros(input_shape), train=False),
-        jax.random.key(0))
-    variables = ocp.StandardCheckpointer().restore(os.path.join(directory, VARIABLES_DIR),
-                                                   abstract)
+    module = read_spec(directory).create()
+    abstract = abstract_variables(module, input_shape)
+    variables = ocp.StandardCheckpointer().restore(
+        os.path.join(os.path.abspath(directory), VARIABLES_DIR), abstract)
     return module, variables

@@ -80,7 +80,8 @@ def run(main: Callable[[list[str]], Any]) -> None:
     """app.run with user errors printed on one line and meaningful exit codes."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.get_absl_handler().addFilter(_QuietLibraries())
-    from smh_jax.training.trainer import Preempted, TrainingError
+    from smh_jax.training.preemption import Preempted
+    from smh_jax.training.trainer import TrainingError
 
     def guarded(argv):
         try:
