@@ -1,6 +1,7 @@
 """MobileNetV3-Large on ImageNet with SMH at 50% of the variables (paper Figure 5).
 
-    python train.py --config=configs/mobilenet_v3_large_imagenet_smh.py --workdir=/tmp/mobilenet_v3_large_smh50
+    python train.py --config=configs/mobilenet_v3_large_imagenet_smh.py \\
+        --workdir=/tmp/mobilenet_v3_large_smh50
 
 Needs imagenet2012 prepared for TFDS (`tfds build imagenet2012`, after placing the
 manual download). Recipe: the MobileNet reference (TF-slim / TPU): RMSProp (momentum
@@ -11,8 +12,8 @@ batch 4096, 224x224 Inception crops, bfloat16 compute.
 Config arguments (`--config=<file>:runlocal`):
     runlocal   4 steps at batch 16 and 64x64 images, to check the set-up on a CPU
 
-Expected result (paper Figure 5): SMH above the width multiplier at matched size; the width+resolution
-baseline is slightly better near full size for V3.
+Expected result (paper Figure 5): SMH above the width multiplier at matched size; the
+width+resolution baseline is slightly better near full size for V3.
 Expected runtime: not yet measured (350 epochs of ImageNet).
 """
 

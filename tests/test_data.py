@@ -119,7 +119,8 @@ def image_folder(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", ["plain", "jpeg"])
-def test_npz_source_reports_sizes_and_pixel_stats_and_yields_the_stored_pixels(fmt, plain_npz, jpeg_npz):
+def test_npz_source_reports_sizes_and_pixel_stats_and_yields_the_stored_pixels(
+        fmt, plain_npz, jpeg_npz):
     path, images, labels = plain_npz if fmt == "plain" else jpeg_npz
     cfg = make_cfg(path=path)
     info = data.get_info(cfg)
@@ -233,7 +234,8 @@ def test_in_memory_global_batch_is_independent_of_the_process_count(plain_npz, a
 
 @pytest.mark.parametrize("augment,image_size", [("cifar", 6), ("inception", 4)])
 @pytest.mark.parametrize("process_count,batch", [(1, 4), (2, 4), (3, 6), (2, 30)])
-def test_in_memory_eval_yields_each_example_once_over_all_processes(plain_npz, process_count, batch, augment, image_size):
+def test_in_memory_eval_yields_each_example_once_over_all_processes(
+        plain_npz, process_count, batch, augment, image_size):
     path, _, labels = plain_npz
     source = data.create_source(make_cfg(path=path, augment=augment, image_size=image_size))
     per_process = [list(source.eval_iterator(global_batch_size=batch, process_index=p,

@@ -11,12 +11,12 @@ import pytest
 from config_helpers import set_keys
 
 import smh_jax
-from smh_jax.formats import dense_export as export
-from smh_jax.formats import warm_start
-from smh_jax.linen.compress import build_model_layout
 from smh_jax.core import projection, tree_paths
 from smh_jax.core.options import SMHOptions
 from smh_jax.errors import UserError
+from smh_jax.formats import dense_export as export
+from smh_jax.formats import warm_start
+from smh_jax.linen.compress import build_model_layout
 from smh_jax.models.spec import ModelSpec, abstract_variables
 from smh_jax.training import checkpointing, config_base
 from smh_jax.training import experiment as experiment_lib

@@ -16,9 +16,9 @@ import pytest
 from config_helpers import set_keys
 
 import smh_jax
-from smh_jax.formats import dense_export as export
 from smh_jax.core.tree_paths import jax_path_str
 from smh_jax.errors import UserError
+from smh_jax.formats import dense_export as export
 from smh_jax.training import config_base, steps, trainer
 from smh_jax.training import experiment as experiment_lib
 

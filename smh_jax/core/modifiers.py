@@ -39,7 +39,6 @@ import numpy as np
 from smh_jax.core.layout import HashedTensor, Layout
 from smh_jax.core.options import learnable_modifiers
 
-
 CONSTANT_NOISE = 0.05  # frozen scales: noise on a nonzero constant, relative to |mean|
 
 

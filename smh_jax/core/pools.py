@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import math
-from fractions import Fraction
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any, Union
 
 import jax

@@ -38,7 +38,6 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from flax.core import meta
 
 from smh_jax.core import modifiers as modifiers_lib

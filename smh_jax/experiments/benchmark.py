@@ -31,6 +31,7 @@ import optax
 
 import smh_jax
 from smh_jax import models
+from smh_jax.core.options import DTYPES
 from smh_jax.errors import UserError
 from smh_jax.experiments import benchmark_report, provenance, sizing, timing
 from smh_jax.models.spec import ModelSpec, count_params
@@ -61,7 +62,6 @@ PRESETS = {
 }
 DEFAULT_VARIANTS = ("dense", "smh", "kronecker", "hash1", "hash2", "hash10", "width")
 EXTRAS = ("materialize", "inference")
-DTYPES = ("float32", "bfloat16", "float16")
 _VARIANT_RE = re.compile(r"^(dense|smh|smh_f32|kronecker|meta|width|hash([1-9][0-9]*))$")
 
 

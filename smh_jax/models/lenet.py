@@ -1,0 +1,43 @@
+"""LeNet-5 as in Caffe's MNIST example (431,080 parameters).
+
+conv 20 5x5 -> max pool 2 -> conv 50 5x5 -> max pool 2 -> fc 500 -> ReLU -> fc 10, with
+'valid' convolutions and no nonlinearity after the convolutions, exactly as Caffe's
+lenet_train_test.prototxt; weights use Caffe's "xavier" filler, uniform(+-sqrt(3 /
+fan_in)), biases start at 0. `width_multiplier` scales the 20, 50 and 500.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from smh_jax.models.layers import Dtype, scale_channels
+
+
+def _xavier() -> nn.initializers.Initializer:
+    return nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
+
+
+class LeNet5(nn.Module):
+    """Caffe's LeNet-5 for 28x28 inputs (any channel count)."""
+
+    num_classes: int = 10
+    width_multiplier: float = 1.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        del train  # no dropout or batch statistics
+        width = lambda c: scale_channels(c, self.width_multiplier)  # noqa: E731
+        x = jnp.asarray(x, self.dtype)
+        for i, channels in enumerate((20, 50)):
+            x = nn.Conv(width(channels), (5, 5), padding='VALID', dtype=self.dtype,
+                        param_dtype=jnp.float32, kernel_init=_xavier(), name=f'conv{i + 1}')(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dense(width(500), dtype=self.dtype, param_dtype=jnp.float32,
+                     kernel_init=_xavier(), name='fc1')(x)
+        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                     kernel_init=_xavier(), name='fc2')(nn.relu(x))
+        return x.astype(jnp.float32)
