@@ -38,7 +38,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help=f"one of {', '.join(benchmark.PRESETS)}")
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--variants", default=",".join(benchmark.DEFAULT_VARIANTS),
-                   help="comma-separated: dense, smh, smh_f32, kronecker, meta, hashK, width")
+                   help="comma-separated: dense, smh, smh_f32, smh_frozen, kronecker, meta, "
+                        "hashK, width")
     p.add_argument("--extras", default=",".join(benchmark.EXTRAS),
                    help="comma-separated subset of materialize, inference; 'none' for none")
     p.add_argument("--batch", type=int, default=0, help="override the preset's batch size")

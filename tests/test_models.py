@@ -52,6 +52,14 @@ CIFAR_COUNTS = {
     'resnet56': (853_018, 0.85),
     'resnet110': (1_727_962, 1.7),
 }
+# MNIST networks, 10 classes, 28x28x1 inputs: HashedNets (Chen et al. 2015) and the Caffe
+# LeNets (as quoted by Han et al. 2015).
+MNIST_COUNTS = {
+    'mlp3': 795_010,
+    'mlp5': 2_797_010,
+    'lenet_300_100': 266_610,
+    'lenet5': 431_080,
+}
 # One reduced member per family for the compute tests.
 FAMILIES = ['resnet20', 'resnet18', 'efficientnet_b0', 'mobilenet_v2', 'mobilenet_v3_small']
 HAS_DROPOUT = {'efficientnet_b0', 'mobilenet_v2', 'mobilenet_v3_small'}
@@ -134,6 +142,30 @@ def reduced():
 def test_param_count_matches_torchvision(name):
     params = _abstract_variables(models.create(name, num_classes=1000))['params']
     assert _count(params) == REFERENCE_COUNTS[name]
+
+
+@pytest.mark.parametrize('name', sorted(MNIST_COUNTS))
+def test_mnist_param_count_matches_the_published_one(name):
+    params = abstract_variables(models.create(name, num_classes=10), (1, 28, 28, 1))['params']
+    assert count_params(params) == MNIST_COUNTS[name]
+
+
+def test_mlp_takes_hidden_sizes_and_dropout_only_in_training():
+    model = models.create('mlp', num_classes=10, hidden_sizes=(300, 100), dropout_rate=0.5,
+                          input_dropout_rate=0.2)
+    x = jnp.ones((4, 28, 28, 1))
+    variables = model.init(jax.random.key(0), x, train=False)
+    assert count_params(variables['params']) == MNIST_COUNTS['lenet_300_100']
+    np.testing.assert_array_equal(model.apply(variables, x, train=False),
+                                  model.apply(variables, x, train=False))
+    a, b = (model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(i)})
+            for i in (1, 2))
+    assert not np.allclose(a, b)
+    narrow = models.create('mlp3', num_classes=10, width_multiplier=0.1)
+    assert count_params(abstract_variables(narrow, (1, 28, 28, 1))['params']) == (
+        785 * 100 + 101 * 10)
+    with pytest.raises(UserError, match='hidden_sizes must be a non-empty list'):
+        models.create('mlp', hidden_sizes=())
 
 
 @pytest.mark.parametrize('name', sorted(CIFAR_COUNTS))
@@ -412,6 +444,7 @@ def test_registry_names_and_resolutions():
         + ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']
         + [f'efficientnet_b{i}' for i in range(8)]
         + ['mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small']
+        + ['mlp', 'mlp3', 'mlp5', 'lenet_300_100', 'lenet5']
     )
     assert models.names() == expected
     resolutions = [224, 240, 260, 300, 380, 456, 528, 600]
@@ -471,7 +504,7 @@ def test_package_import_is_cheap():
         [sys.executable, '-c', code], check=False, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == '21'
+    assert result.stdout.strip() == '26'
 
 
 @pytest.mark.parametrize('name', FAMILIES)

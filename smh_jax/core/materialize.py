@@ -71,7 +71,13 @@ def hashed_tensors(params: SMHParams, dtype: Optional[Any] = None,
     evaluated in `product_dtype`, default `dtype` if given, else the layout's smh dtype.
     """
     layout = params.layout
-    pieces = split_virtual(virtual_weights(params, product_dtype or dtype), layout)
+    # The barrier keeps XLA from fusing the pieces with what produces and consumes them.
+    # Without it, XLA:CPU fused a bias gradient's batch reduction into the backward pass's
+    # concatenation of every tensor's cotangent, recomputing it for each element of the
+    # virtual matrix: with frozen (constant) scales the MNIST MLP's step was 2.5x slower
+    # than with learned ones (docs/smh.md, "Frozen scales"). It costs one copy of N values.
+    pieces = jax.lax.optimization_barrier(
+        split_virtual(virtual_weights(params, product_dtype or dtype), layout))
     learned = {name: split_scalars(vector)
                for name, vector in modifiers.multipliers(layout, params.modifiers).items()}
     return {t.key: modifiers.to_weights(layout, i, pieces[i], learned, dtype)

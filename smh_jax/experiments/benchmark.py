@@ -48,6 +48,7 @@ class Preset:
     dtype: str  # 'auto': bfloat16 on accelerators, float32 on CPU (no fast bf16 there)
     fraction: Optional[float] = None
     target_params: Optional[int] = None
+    channels: int = 3
 
 
 PRESETS = {
@@ -59,10 +60,14 @@ PRESETS = {
     # B4 at 380x380 compressed to B0's 5,288,548 variables (configs/efficientnet_b4_smh.py).
     "efficientnet_b4": Preset("efficientnet_b4", 380, 1000, 64, "bfloat16",
                               target_params=5_288_548),
+    # HashedNets' 3-layer MNIST MLP at 1/8, batch 100: the SMH product (6 n^2 M FLOPs a
+    # step) next to a small model, and frozen vs learned scales.
+    "mlp3_mnist": Preset("mlp3", 28, 10, 100, "float32", fraction=0.125, channels=1),
 }
 DEFAULT_VARIANTS = ("dense", "smh", "kronecker", "hash1", "hash2", "hash10", "width")
 EXTRAS = ("materialize", "inference")
-_VARIANT_RE = re.compile(r"^(dense|smh|smh_f32|kronecker|meta|width|hash([1-9][0-9]*))$")
+_VARIANT_RE = re.compile(
+    r"^(dense|smh|smh_f32|smh_frozen|kronecker|meta|width|hash([1-9][0-9]*))$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +95,15 @@ class NothingMeasured(RuntimeError):
 
 
 def variant_names(text: str) -> tuple[str, ...]:
-    """Parses a variant list: dense, smh, smh_f32, kronecker, meta, hashK (K >= 1), width."""
+    """Parses a variant list: dense, smh, smh_f32, smh_frozen (learn_scale=False),
+    kronecker, meta, hashK (K >= 1), width."""
     names = tuple(v.strip() for v in text.split(",") if v.strip())
     if not names:
         raise UserError(f"--variants: {text!r} names no variant")
     for name in names:
         if not _VARIANT_RE.match(name):
             raise UserError(f"--variants: {name!r} is not one of dense, smh, smh_f32, "
-                            "kronecker, meta, hashK (K >= 1), width")
+                            "smh_frozen, kronecker, meta, hashK (K >= 1), width")
     if len(set(names)) != len(names):
         raise UserError(f"--variants: {text!r} lists a variant twice")
     return names
@@ -169,11 +175,13 @@ def init_fn(module: nn.Module, shape: tuple[int, ...]) -> Callable:
 def smh_options_for(name: str, preset: Preset, smh_dtype: str,
                     matched_target: Optional[int]) -> dict[str, Any]:
     """compress() keywords of a compressed variant; baselines match SMH's trainable count."""
-    if name in ("smh", "smh_f32"):
+    if name in ("smh", "smh_f32", "smh_frozen"):
         size = {"fraction": preset.fraction, "target_params": preset.target_params}
     else:
         size = {"fraction": None, "target_params": matched_target}
     options = {**size, "dtype": "float32" if name == "smh_f32" else smh_dtype}
+    if name == "smh_frozen":
+        options["learn_scale"] = False
     if name.startswith("hash"):
         options.update(pool="hash", num_hashes=int(name[4:]))
     elif name in ("kronecker", "meta"):
@@ -317,7 +325,7 @@ def prepare(variants: list[Variant], shape: tuple[int, ...], dtype: str,
 def run(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Builds, compiles, times; returns the result (what the script writes as JSON)."""
     preset, dtype, smh_dtype, repetitions = resolve(options, jax.default_backend())
-    shape = (preset.batch, preset.image_size, preset.image_size, 3)
+    shape = (preset.batch, preset.image_size, preset.image_size, preset.channels)
     threads = options.compile_threads or max(1, min(8, (os.cpu_count() or 2) // 2))
 
     started = time.time()

@@ -48,6 +48,12 @@ _REGISTRY: dict[str, tuple[str, str, int, int]] = {
     'mobilenet_v2': ('mobilenet', 'MobileNetV2', 224, 32),
     'mobilenet_v3_large': ('mobilenet', 'MobileNetV3Large', 224, 32),
     'mobilenet_v3_small': ('mobilenet', 'MobileNetV3Small', 224, 32),
+    # MNIST (28x28): HashedNets' MLPs, the Caffe LeNets. `mlp` takes `hidden_sizes`.
+    'mlp': ('mlp', 'MLP', 28, 1),
+    'mlp3': ('mlp', 'MLP3', 28, 1),
+    'mlp5': ('mlp', 'MLP5', 28, 1),
+    'lenet_300_100': ('mlp', 'LeNet300100', 28, 1),
+    'lenet5': ('lenet', 'LeNet5', 28, 16),
 }
 
 
@@ -97,6 +103,13 @@ def _check_overrides(name: str, factory: Any, overrides: dict[str, Any]) -> None
             raise UserError(
                 f'model {name!r} has no option {key!r}; allowed: {", ".join(allowed) or "none"}'
             )
+        if key == 'hidden_sizes' and not (
+            isinstance(value, (tuple, list)) and value
+            and all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1
+                    for h in value)
+        ):
+            raise UserError(f'hidden_sizes must be a non-empty list of integers >= 1, '
+                            f'got {value!r}')
         if key.endswith('_rate') and not (
             isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
         ):
@@ -114,7 +127,8 @@ def create(
 
     `width_multiplier` scales every width (1.0 = the paper's model); `dtype` is the
     compute dtype, parameters stay float32. `overrides` are extra constructor options:
-    `dropout_rate` / `drop_connect_rate` for EfficientNet, `dropout_rate` for MobileNets.
+    `dropout_rate` / `drop_connect_rate` for EfficientNet, `dropout_rate` for MobileNets,
+    `dropout_rate` / `input_dropout_rate` / `hidden_sizes` for the MLPs.
     Bad values raise `UserError` (a ValueError) naming the value and what is allowed.
     """
     module_name, factory_name, _, _ = _entry(name)

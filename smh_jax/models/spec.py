@@ -26,7 +26,7 @@ from smh_jax import models
 from smh_jax.errors import UserError
 
 # Constructor options a config may override (None there: the model's own default).
-OVERRIDABLE = ("dropout_rate", "drop_connect_rate")
+OVERRIDABLE = ("dropout_rate", "drop_connect_rate", "input_dropout_rate", "hidden_sizes")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype (core.options.DTYPES); parameters stay float32
     c.model.dropout_rate = placeholder(float)  # None: the architecture's own default
     c.model.drop_connect_rate = placeholder(float)
+    c.model.input_dropout_rate = placeholder(float)  # MLPs: dropout on the input
+    c.model.hidden_sizes = placeholder(tuple)  # `mlp`: widths of the hidden layers
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "cifar10"
@@ -125,6 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
 # Fields that default to None need their type spelled out.
 _OPTIONAL_TYPES = {
     "model.dropout_rate": (float,), "model.drop_connect_rate": (float,),
+    "model.input_dropout_rate": (float,), "model.hidden_sizes": (tuple,),
     "dataset.data_dir": (str,), "smh.fraction": (float,), "smh.target_params": (int,),
     "smh.side": (int,),
 }
