@@ -28,7 +28,8 @@ import sys
 from typing import Optional, Sequence
 
 from smh_jax.errors import UserError
-from smh_jax.experiments import collect, expansion, scheduler, slurm, sweep_plan
+from smh_jax.experiments import (collect, expansion, grid, grid_report, scheduler, slurm,
+                                 sweep_plan)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET_DIR = os.path.join(REPO, "configs", "sweeps")
@@ -96,15 +97,19 @@ def check_args(args: argparse.Namespace) -> None:
                         "no --preset)")
 
 
+def preset_path(args: argparse.Namespace) -> tuple[str, Optional[str]]:
+    name, _, arg = args.preset.partition(":")
+    path = name if name.endswith(".py") else os.path.join(PRESET_DIR, f"{name}.py")
+    if not os.path.isfile(path):
+        raise UserError(f"--preset {args.preset!r}: no {path}; presets: "
+                        f"{', '.join(preset_names())}")
+    return path, arg or None
+
+
 def load_sweep(args: argparse.Namespace) -> sweep_plan.Sweep:
     """The preset, or the grid the flags describe."""
     if args.preset:
-        name, _, arg = args.preset.partition(":")
-        path = name if name.endswith(".py") else os.path.join(PRESET_DIR, f"{name}.py")
-        if not os.path.isfile(path):
-            raise UserError(f"--preset {args.preset!r}: no {path}; presets: "
-                            f"{', '.join(preset_names())}")
-        return sweep_plan.load_preset(path, arg or None)
+        return sweep_plan.load_preset(*preset_path(args))
     variants = [sweep_plan.parse_variant(v) for v in args.variant]
     names = [n for n, _ in variants]
     if len(set(names)) != len(names):
@@ -130,9 +135,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
 
+def run_resident(args: argparse.Namespace, name: str, config) -> int:
+    """A resident preset (kind='resident'): groups trained in-process, then the report."""
+    if args.emit or args.time_limit:
+        raise UserError(f"--preset {name!r} trains in this process; --emit and --time_limit "
+                        "apply to train.py sweeps only")
+    grid.apply_sets(config, args.set)
+    plan = grid.plan_from_config(name, config)
+    if not args.collect_only:
+        wall = grid.run(plan, args.root, args.parallel, log=lambda t: print(t, flush=True))
+        print(f"{name}: {len(plan.groups)} groups in {wall:.0f} s", flush=True)
+    paths = grid_report.write(args.root, args.out_dir or args.root, args.name,
+                              plan.references, plan.title)
+    print("\n".join(paths))
+    return 0
+
+
 def _main(args: argparse.Namespace) -> int:
     log = lambda text: print(text, flush=True)  # noqa: E731
     out_dir = args.out_dir or args.root
+    if args.preset:
+        name, config = sweep_plan.load_preset_config(*preset_path(args))
+        if config.get("kind") == "resident":
+            return run_resident(args, name, config)
     if args.collect_only:
         paths = collect.write_results(args.root, out_dir, args.name)
         print("\n".join(paths.values()))

@@ -39,6 +39,8 @@ SOURCES: types.MappingProxyType[str, Source] = types.MappingProxyType({
     "folder": Source("smh_jax.data.folder_source", needs_path=True),
     # scikit-learn's bundled 8x8 digits (no download).
     "digits": Source("smh_jax.data.digits_source", default_name="digits"),
+    # MNIST-style IDX files (raw or .gz) in `<path>/`, with a held-out validation split.
+    "idx": Source("smh_jax.data.idx_source", needs_path=True, default_name="mnist"),
 })
 
 

@@ -157,8 +157,8 @@ def _run_from_dict(item: Any, where: str) -> RunSpec:
     return RunSpec(str(item["name"]), str(item["config"]), overrides, labels, match)
 
 
-def load_preset(path: str, arg: Optional[str] = None) -> Sweep:
-    """The sweep a preset file's `get_config(arg)` describes (see the module doc)."""
+def load_preset_config(path: str, arg: Optional[str] = None) -> tuple[str, Any]:
+    """(name, ConfigDict) of a preset file's `get_config(arg)`."""
     if not os.path.isfile(path):
         raise UserError(f"--preset: no such file {path!r}")
     name = os.path.splitext(os.path.basename(path))[0]
@@ -167,7 +167,17 @@ def load_preset(path: str, arg: Optional[str] = None) -> Sweep:
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise UserError(f"--preset {path!r} has no get_config()")
-    config = module.get_config(arg) if arg is not None else module.get_config()
+    return name, module.get_config(arg) if arg is not None else module.get_config()
+
+
+def load_preset(path: str, arg: Optional[str] = None) -> Sweep:
+    """The sweep a preset file's `get_config(arg)` describes (see the module doc)."""
+    name, config = load_preset_config(path, arg)
+    return sweep_from_config(name, config, path)
+
+
+def sweep_from_config(name: str, config: Any, path: str) -> Sweep:
+    """The train.py runs of a loaded preset."""
     runs = tuple(_run_from_dict(r, f"{name}.runs[{i}]")
                  for i, r in enumerate(config.get("runs") or ()))
     if not runs:

@@ -103,13 +103,13 @@ def _check_overrides(name: str, factory: Any, overrides: dict[str, Any]) -> None
             raise UserError(
                 f'model {name!r} has no option {key!r}; allowed: {", ".join(allowed) or "none"}'
             )
-        if key == 'hidden_sizes' and not (
+        if key in ('hidden_sizes', 'ranks') and not (
             isinstance(value, (tuple, list)) and value
-            and all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1
-                    for h in value)
+            and all(isinstance(h, numbers.Integral) and not isinstance(h, bool)
+                    and h >= (0 if key == 'ranks' else 1) for h in value)
         ):
-            raise UserError(f'hidden_sizes must be a non-empty list of integers >= 1, '
-                            f'got {value!r}')
+            raise UserError(f'{key} must be a non-empty list of integers >= '
+                            f'{0 if key == "ranks" else 1}, got {value!r}')
         if key.endswith('_rate') and not (
             isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
         ):

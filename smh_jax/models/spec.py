@@ -26,7 +26,8 @@ from smh_jax import models
 from smh_jax.errors import UserError
 
 # Constructor options a config may override (None there: the model's own default).
-OVERRIDABLE = ("dropout_rate", "drop_connect_rate", "input_dropout_rate", "hidden_sizes")
+OVERRIDABLE = ("dropout_rate", "drop_connect_rate", "input_dropout_rate", "hidden_sizes",
+               "ranks", "learned_projection")
 
 
 @dataclasses.dataclass(frozen=True)

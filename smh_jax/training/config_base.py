@@ -42,6 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.drop_connect_rate = placeholder(float)
     c.model.input_dropout_rate = placeholder(float)  # MLPs: dropout on the input
     c.model.hidden_sizes = placeholder(tuple)  # `mlp`: widths of the hidden layers
+    c.model.ranks = placeholder(tuple)  # MLPs: low-rank layers W = U V, one rank per layer
+    c.model.learned_projection = placeholder(bool)  # ... U learned (True) or fixed random
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "cifar10"
@@ -128,6 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
 _OPTIONAL_TYPES = {
     "model.dropout_rate": (float,), "model.drop_connect_rate": (float,),
     "model.input_dropout_rate": (float,), "model.hidden_sizes": (tuple,),
+    "model.ranks": (tuple,), "model.learned_projection": (bool,),
     "dataset.data_dir": (str,), "smh.fraction": (float,), "smh.target_params": (int,),
     "smh.side": (int,),
 }

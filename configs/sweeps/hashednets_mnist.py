@@ -1,0 +1,54 @@
+r"""HashedNets' MNIST Tables 1-2: the 3-layer (784-1000-10) and 5-layer (784-1000-1000-
+1000-10) MLPs at 1/8 and 1/64 of their parameters, every method at the same stored size.
+
+    python scripts/sweep.py --preset=hashednets_mnist --root=/tmp/mnist \
+        --set dataset.path=/path/to/mnist --out_dir=docs/results --name=mnist_hashednets
+
+Data: the four MNIST IDX files (raw or .gz) in `dataset.path` (default `data/mnist`);
+50,000 training images, 10,000 held out from them for validation (fixed seed), the
+10,000 test images. Methods (smh_jax/experiments/methods.py): dense; nn (hidden layers
+narrowed); lrd (low rank, one factor fixed random, as published) and lrd_learned (both
+factors learned); hashnet (HashedNets: per-layer signed hashing); smh (the product pool).
+
+Protocol, the same for every method: SGD with momentum 0.9, batch 100, cosine decay,
+20 epochs, dropout 0.25 on the input and after each hidden layer (the MLPs' own); the
+learning rate chosen from one grid (0.01 ... 10, half-decade steps) by the best-epoch
+validation error of 5-epoch runs from seed 0; then seeds 0, 1, 2 at that rate for 20
+epochs; test error reported at the best-validation epoch (as published) and the last.
+
+Expected result (published, test error %): HashNet 1.45 / 1.22 at 1/8 and 2.79 / 1.99 at
+1/64 (3-layer / 5-layer); NN 1.69 / 1.35 and 6.28 / 2.69. Expected runtime: about 90
+minutes on 2 CPU cores.
+"""
+
+import ml_collections
+
+from smh_jax.experiments import published
+
+LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+COMPRESSED = ("nn", "lrd", "lrd_learned", "hashnet", "smh")
+
+
+def mnist_dataset():
+    return dict(source="idx", path="data/mnist", name="mnist", image_size=28, augment="none")
+
+
+def get_config(arg=None):
+    del arg
+    c = ml_collections.ConfigDict()
+    c.kind = "resident"
+    c.title = "MNIST, HashedNets' MLPs"
+    c.dataset = mnist_dataset()
+    c.splits = ("train", "validation", "test")
+    c.recipe = dict(epochs=20, batch_size=100, momentum=0.9)
+    c.search_epochs = 5
+    c.learning_rates = LEARNING_RATES
+    c.seeds = (0, 1, 2)
+    groups = []
+    for net in ("mlp3", "mlp5"):
+        groups.append(dict(net=net, method="dense", compression=1.0))
+        for compression in (1 / 8, 1 / 64):
+            groups += [dict(net=net, method=m, compression=compression) for m in COMPRESSED]
+    c.groups = groups
+    c.references = published.references()
+    return c

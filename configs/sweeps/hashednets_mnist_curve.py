@@ -1,0 +1,35 @@
+r"""HashedNets' Figure 2: the 3-layer MNIST MLP at 1/64 ... 1 of its parameters, for nn,
+lrd, hashnet and smh, one seed.
+
+    python scripts/sweep.py --preset=hashednets_mnist_curve --root=/tmp/mnist \
+        --set dataset.path=/path/to/mnist --out_dir=docs/results --name=mnist_hashednets
+
+The protocol of `hashednets_mnist` (the same recipe, learning-rate grid and selection on
+validation), seed 0 only. Sharing its --root reuses the 1/8 and 1/64 groups that preset
+trained. Expected result (published, HashNet): 2.79, 2.02, 1.64, 1.45, 1.42, 1.34, 1.38 %
+from 1/64 to 1. Expected runtime: about 60 minutes on 2 CPU cores (less with a shared
+root).
+"""
+
+import importlib.util
+import os
+
+from smh_jax.experiments import published
+
+
+def _tables():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hashednets_mnist.py")
+    spec = importlib.util.spec_from_file_location("hashednets_mnist", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(arg=None):
+    del arg
+    c = _tables().get_config()
+    c.title = "MNIST 3-layer MLP: test error vs compression"
+    c.seeds = (0,)
+    c.groups = [dict(net="mlp3", method=m, compression=f)
+                for f in published.FACTORS for m in ("nn", "lrd", "hashnet", "smh")]
+    return c

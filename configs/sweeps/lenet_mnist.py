@@ -1,0 +1,42 @@
+r"""The Caffe LeNets on MNIST: LeNet-300-100 (784-300-100-10) and LeNet-5 (conv 20, conv
+50, fc 500), dense and compressed to 1/8 and 1/64 by nn, hashnet and smh.
+
+    python scripts/sweep.py --preset=lenet_mnist --root=/tmp/mnist --parallel=2 \
+        --set dataset.path=/path/to/mnist --out_dir=docs/results --name=mnist_hashednets
+
+The protocol of `hashednets_mnist` (SGD, momentum 0.9, batch 100, cosine, the learning
+rate chosen on validation from one grid) with 12 epochs (LeNet-5's convolutions dominate
+the time on a CPU); no dropout (the Caffe models have none). `--parallel=2` trains two
+groups at once (XLA's CPU convolutions use one core).
+
+Expected result (published, dense): LeNet-300-100 1.64%, LeNet-5 0.80% test error.
+Expected runtime: about 60 minutes on 2 CPU cores with --parallel=2.
+"""
+
+import importlib.util
+import os
+
+
+def _tables():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hashednets_mnist.py")
+    spec = importlib.util.spec_from_file_location("hashednets_mnist", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(arg=None):
+    del arg
+    c = _tables().get_config()
+    c.title = "MNIST, the Caffe LeNets"
+    c.recipe.epochs = 12
+    c.search_epochs = 4
+    c.learning_rates = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    groups = []
+    for net in ("lenet_300_100", "lenet5"):
+        groups.append(dict(net=net, method="dense", compression=1.0))
+        for compression in (1 / 8, 1 / 64):
+            groups += [dict(net=net, method=m, compression=compression)
+                       for m in ("nn", "hashnet", "smh")]
+    c.groups = groups
+    return c

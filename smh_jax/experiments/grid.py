@@ -1,0 +1,291 @@
+"""Resident sweeps: compression methods x sizes, each with its own learning rate chosen on
+validation, trained with the whole dataset on the device (`training/resident.py`).
+
+A resident preset (configs/sweeps/NAME.py with `kind = "resident"`) lists *groups*: a
+network, a method (experiments/methods.py), a compression factor and SMH options. Every
+group goes through the same protocol:
+
+1. search: one run per learning rate of the preset's grid, all from the first seed,
+   trained together, for `search_epochs` (default: the recipe's epochs; shorter saves
+   time, the schedule then decays over the shorter run);
+2. selection: the learning rate with the lowest best-epoch validation error (never the
+   test error); non-finite runs lose;
+3. seeds: every seed at that learning rate for the recipe's epochs, trained together
+   (the first seed's search run is reused when the search ran the full recipe).
+
+Each group's result (`ROOT/<group>/result.json`: the search, the selected runs and their
+per-epoch validation and test errors) is written when it completes, so rerunning the
+command resumes; a group whose result was made with another recipe, grid or size is
+refused rather than mixed in. Presets that share a group (the same network, method,
+compression, options, recipe, grid and data) can share a root and reuse it.
+
+Preset fields: title; dataset (fields of config.dataset); splits (train, validation,
+test split names); recipe (fields of resident.Recipe); search_epochs; learning_rates;
+seeds; groups
+[{net, method, compression, options, model}] (`model`: ModelSpec overrides); references
+[{net, method, compression, test_error}] (published numbers, for the report).
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from typing import Any
+
+import ml_collections
+
+from smh_jax.errors import UserError
+from smh_jax.experiments import methods, provenance
+from smh_jax.models.spec import ModelSpec
+from smh_jax.training import config_base, resident
+
+RESULT_FILE = "result.json"
+GROUP_FIELDS = ("net", "method", "compression", "options", "model", "name")
+
+
+def compression_label(compression: float) -> str:
+    """1/8 for 0.125, 1 for 1.0: the factor as HashedNets' tables write it."""
+    fraction = Fraction(compression).limit_denominator(1 << 20)
+    return str(fraction.numerator) if fraction.denominator == 1 else (
+        f"{fraction.numerator}/{fraction.denominator}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """One network x method x size, trained under the preset's protocol."""
+
+    net: str
+    method: str
+    compression: float
+    options: tuple[tuple[str, Any], ...] = ()
+    model: tuple[tuple[str, Any], ...] = ()
+    name: str = ""
+
+    @property
+    def directory(self) -> str:
+        if self.name:
+            return self.name
+        size = compression_label(self.compression).replace("/", "-")
+        extra = "".join(f"_{k}-{v}" for k, v in self.options)
+        return f"{self.net}_{self.method}{extra}_{size}".replace(" ", "")
+
+    @property
+    def variant(self) -> str:
+        """The options that make this group differ from its method's defaults."""
+        return ",".join(f"{k}={v}" for k, v in self.options)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A resident preset, loaded and validated."""
+
+    name: str
+    title: str
+    dataset: dict[str, Any]
+    splits: tuple[str, str, str]
+    recipe: resident.Recipe
+    search_epochs: int
+    learning_rates: tuple[float, ...]
+    seeds: tuple[int, ...]
+    groups: tuple[Group, ...]
+    references: tuple[dict[str, Any], ...]
+
+    def fingerprint(self, group: Group) -> dict[str, Any]:
+        """What a stored result must match to count as this group's."""
+        return {"net": group.net, "method": group.method, "compression": group.compression,
+                "options": [list(o) for o in group.options],
+                "model": [list(m) for m in group.model],
+                "dataset": self.dataset, "splits": list(self.splits),
+                "recipe": dataclasses.asdict(self.recipe),
+                "search_epochs": self.search_epochs,
+                "learning_rates": list(self.learning_rates)}
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_sets(config: ml_collections.ConfigDict, sets: Sequence[str]) -> None:
+    """`--set key.sub=value` overrides on the preset itself (dataset.path=..., seeds=(0,))."""
+    for item in sets:
+        key, _, raw = item.partition("=")
+        node, parts = config, key.split(".")
+        for part in parts[:-1]:
+            if part not in node:
+                raise UserError(f"--set {item!r}: the preset has no {key!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise UserError(f"--set {item!r}: the preset has no {key!r}")
+        value = _literal(raw)
+        node[parts[-1]] = tuple(value) if isinstance(value, list) else value
+
+
+def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
+    """A Plan from a preset's ConfigDict; UserError naming a missing or bad field."""
+    for field in ("dataset", "recipe", "learning_rates", "seeds", "groups"):
+        if field not in config:
+            raise UserError(f"preset {name!r}: field {field!r} is missing")
+    dataset = config_base.base_config().dataset
+    for key, value in dict(config.dataset).items():
+        if key not in dataset:
+            raise UserError(f"preset {name!r}: dataset.{key} is not a dataset field")
+        dataset[key] = value
+    try:
+        recipe = resident.Recipe(**dict(config.recipe))
+    except TypeError as e:
+        raise UserError(f"preset {name!r}: recipe: {e}") from None
+    rates = tuple(float(r) for r in config.learning_rates)
+    if not rates or any(not r > 0 for r in rates):
+        raise UserError(f"preset {name!r}: learning_rates {rates} must be positive numbers")
+    seeds = tuple(int(s) for s in config.seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"preset {name!r}: seeds {seeds} must be distinct integers")
+    groups = []
+    for i, g in enumerate(config.groups):
+        g = dict(g)
+        unknown = sorted(set(g) - set(GROUP_FIELDS))
+        if unknown or "net" not in g or "method" not in g:
+            raise UserError(f"preset {name!r}: groups[{i}] needs net and method; fields are "
+                            f"{', '.join(GROUP_FIELDS)} (got {sorted(g)})")
+        if g["method"] not in methods.METHODS:
+            raise UserError(f"preset {name!r}: groups[{i}].method {g['method']!r} is not one "
+                            f"of {', '.join(methods.METHODS)}")
+        groups.append(Group(
+            net=g["net"], method=g["method"], compression=float(g.get("compression", 1.0)),
+            options=tuple(sorted(dict(g.get("options") or {}).items())),
+            model=tuple(sorted(dict(g.get("model") or {}).items())), name=g.get("name", "")))
+    names = [g.directory for g in groups]
+    if len(set(names)) != len(names):
+        raise UserError(f"preset {name!r}: two groups share a directory name")
+    splits = tuple(config.get("splits", ("train", "validation", "test")))
+    search_epochs = int(config.get("search_epochs", recipe.epochs))
+    if not 1 <= search_epochs <= recipe.epochs:
+        raise UserError(f"preset {name!r}: search_epochs {search_epochs} must be in "
+                        f"1..{recipe.epochs} (the recipe's epochs)")
+    return Plan(name=name, title=str(config.get("title", name)), dataset=dataset.to_dict(),
+                splits=splits, recipe=recipe, search_epochs=search_epochs,
+                learning_rates=rates, seeds=seeds,
+                groups=tuple(groups),
+                references=tuple(dict(r) for r in config.get("references", ())))
+
+
+# ----------------------------------------------------------------------------- one group
+
+
+def _run_json(run: resident.RunResult, share: float) -> dict[str, Any]:
+    return {"learning_rate": run.learning_rate, "seed": run.seed,
+            "trainable_params": run.trainable_params, "best_epoch": run.best_epoch,
+            "best_validation_error": run.best_validation_error,
+            "test_error": run.test_error_at_best, "final_test_error": run.final_test_error,
+            "train_loss": run.train_loss, "validation_error": run.validation_error,
+            "test_error_per_epoch": run.test_error, "wall_seconds": share}
+
+
+def _selection_key(run: dict[str, Any]) -> tuple[float, float]:
+    error = run["best_validation_error"]
+    return (error if math.isfinite(error) else math.inf, run["learning_rate"])
+
+
+def select(search: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The search run with the lowest best-epoch validation error (smaller rate on ties)."""
+    return min(search, key=_selection_key)
+
+
+def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Search, select, seeds (module doc); writes and returns ROOT/<group>/result.json."""
+    directory = os.path.join(root, group.directory)
+    path = os.path.join(directory, RESULT_FILE)
+    fingerprint = plan.fingerprint(group)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            done = json.load(f)
+        if done.get("fingerprint") != fingerprint:
+            raise UserError(f"{path} holds a result made with another recipe, grid, data or "
+                            "size; use another --root or remove that directory")
+        if all(s in [r["seed"] for r in done["runs"]] for s in plan.seeds):
+            log(f"{group.directory}: done, skipped")
+            return done
+    os.makedirs(directory, exist_ok=True)
+    spec = ModelSpec(group.net, num_classes=data.num_classes, overrides=dict(group.model))
+    built = methods.build(spec, group.method, group.compression,
+                          (1, *data.image_shape), **dict(group.options))
+    say = lambda text: log(f"{group.directory}: {text}")  # noqa: E731
+    say(f"{built.stored_params:,} stored parameters {built.description}")
+    start = time.time()
+    rates = list(plan.learning_rates)
+    full = plan.search_epochs == plan.recipe.epochs
+    search_recipe = dataclasses.replace(plan.recipe, epochs=plan.search_epochs)
+    found = resident.train_runs(built.module, data, search_recipe, rates,
+                                [plan.seeds[0]] * len(rates), log=say)
+    search = [_run_json(r, found[0].wall_seconds / len(found)) for r in found]
+    best = select(search)
+    say(f"selected learning rate {best['learning_rate']:g} (validation error "
+        f"{best['best_validation_error']:.2f}%)")
+    runs = [best] if full else []
+    seeds = list(plan.seeds[1:] if full else plan.seeds)
+    if seeds:
+        more = resident.train_runs(built.module, data, plan.recipe,
+                                   [best["learning_rate"]] * len(seeds), seeds, log=say)
+        runs += [_run_json(r, more[0].wall_seconds / len(more)) for r in more]
+    result = {
+        "group": group.directory, "net": group.net, "method": group.method,
+        "compression": group.compression, "variant": group.variant,
+        "stored_params": built.stored_params, "description": built.description,
+        "epochs": plan.recipe.epochs, "selected_learning_rate": best["learning_rate"],
+        "runs": runs, "search": search, "wall_seconds": time.time() - start,
+        "fingerprint": fingerprint, "provenance": provenance.environment(),
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)
+    mean = sum(r["test_error"] for r in runs) / len(runs)
+    say(f"test error {mean:.2f}% (mean of {len(runs)} seeds, best-validation epoch) in "
+        f"{result['wall_seconds']:.0f} s")
+    return result
+
+
+def _worker(plan: Plan, groups: Sequence[Group], root: str) -> list[str]:
+    """Trains `groups` in this process (a worker of `run`'s pool)."""
+    data = resident.load(plan.dataset, plan.splits)
+    return [run_group(plan, g, root, data, log=lambda t: print(t, flush=True))["group"]
+            for g in groups]
+
+
+def run(plan: Plan, root: str, parallel: int = 1,
+        log: Callable[[str], None] = print) -> float:
+    """Every group of the plan (resuming), `parallel` processes at once; the wall time."""
+    if parallel < 1:
+        raise UserError(f"--parallel {parallel}: must be >= 1")
+    os.makedirs(root, exist_ok=True)
+    start = time.time()
+    if parallel == 1:
+        data = resident.load(plan.dataset, plan.splits)
+        for group in plan.groups:
+            run_group(plan, group, root, data, log=log)
+    else:
+        # Round-robin shares, in spawned processes (JAX does not survive a fork).
+        shares = [plan.groups[i::parallel] for i in range(parallel)]
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(parallel, mp_context=context) as pool:
+            for future in [pool.submit(_worker, plan, share, root) for share in shares
+                           if share]:
+                future.result()
+    wall = time.time() - start
+    with open(os.path.join(root, f"{plan.name}.json"), "w", encoding="utf-8") as f:
+        json.dump({"preset": plan.name, "wall_seconds": wall, "parallel": parallel,
+                   "groups": [g.directory for g in plan.groups],
+                   "provenance": provenance.environment()}, f, indent=1)
+    return wall
