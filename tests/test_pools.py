@@ -1,6 +1,8 @@
 """Pools: sizing, exact formulas for arbitrary variable values, init statistics, gradients."""
 
 import math
+import subprocess
+import sys
 import re
 from fractions import Fraction
 
@@ -395,3 +397,72 @@ def test_a_float_fraction_does_not_gain_a_pool_unit_from_round_off():
     assert 0.56 * 625 > 350  # the binary float overshoots...
     pool = pools.make_pool("product", 625, exact_decimal(options.fraction) * 625, options)
     assert (pool.side, pool.rank) == (25, 7)  # ...the exact decimal does not: 350 = 2 x 25 x 7
+
+
+# ----------------------------------------------------------------------------- hashnet
+
+
+def _hashnet_layout(fraction=0.125):
+    rng = np.random.default_rng(0)
+    params = {"fc1": {"kernel": rng.uniform(-0.05, 0.05, (40, 30)).astype(np.float32),
+                      "bias": rng.uniform(-0.05, 0.05, 30).astype(np.float32)},
+              "fc2": {"kernel": rng.uniform(-0.2, 0.2, (30, 10)).astype(np.float32),
+                      "bias": np.zeros(10, np.float32)}}
+    from smh_jax.core.layout import build_layout
+    return build_layout(params, SMHOptions(fraction=fraction, pool="hashnet"))
+
+
+def test_hashnet_hashes_each_layer_into_its_own_buckets_at_one_factor():
+    layout = _hashnet_layout(0.125)
+    pool = layout.pool
+    assert [(w, b) for w, b, _ in pool.groups] == [(1230, 154), (310, 39)]  # ceil(w / 8)
+    assert pool.num_variables == 193 and pool.virtual_size == layout.num_hashed == 1540
+    assert layout.modifiers == ()  # the buckets hold weights in their layer's units
+    params = pool.init(jax.random.key(0), 1.0, layout.bounded_init)
+    virtual = np.asarray(pool.virtual(params, jnp.float32))
+    buckets = np.asarray(params["buckets"])
+    for group, (weights, count, std) in enumerate(pool.groups):
+        index, sign = (np.asarray(a) for a in pool.indices_and_signs(group))
+        offset = sum(b for _, b, _ in pool.groups[:group])
+        assert offset <= index.min() and index.max() < offset + count  # its own buckets
+        assert len(np.unique(index)) == count  # every bucket used
+        assert set(np.unique(sign)) == {-1, 1}
+        assert abs(sign.mean()) < 4 / np.sqrt(weights)  # balanced: within 4 sd of 0
+        start = sum(w for w, _, _ in pool.groups[:group])
+        np.testing.assert_array_equal(virtual[start:start + weights], sign * buckets[index])
+        assert abs(buckets[offset:offset + count].std() / std - 1) < 0.2  # the layer's scale
+
+
+def test_sign_hash_is_balanced():
+    signs = pools.sign_hash(np.arange(1_000_000, dtype=np.uint32), 12345).astype(np.float64)
+    assert abs(signs.mean()) < 0.004  # 4 standard deviations of a fair coin's mean
+    assert abs(np.mean(signs[1:] * signs[:-1])) < 0.004  # neighbours independent
+
+
+def test_hashnet_hashes_are_the_same_in_another_process_and_in_numpy():
+    layout = _hashnet_layout()
+    index, sign = layout.pool.indices_and_signs(0)
+    code = ("import jax, numpy as np; from smh_jax.core import pools; "
+            "p = pools.LayerHashPool(groups=((1230, 154, 0.03), (310, 39, 0.1)), seed=0); "
+            "i, s = p.indices_and_signs(0); print(np.asarray(i).tobytes().hex()[:64], "
+            "np.asarray(s).tobytes().hex()[:64])")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert other == [np.asarray(index).tobytes().hex()[:64], np.asarray(sign).tobytes().hex()[:64]]
+    index_seed, sign_seed = layout.pool.seeds(0)
+    local = np.arange(1230, dtype=np.uint32)
+    np.testing.assert_array_equal(pools.hash_indices(local, index_seed, 154), index)
+    np.testing.assert_array_equal(pools.sign_hash(local, sign_seed), sign)
+
+
+def test_hashnet_gradient_reaches_each_bucket_with_its_weights_signs():
+    layout = _hashnet_layout()
+    pool = layout.pool
+    params = pool.init(jax.random.key(0), 1.0, False)
+    g = jax.random.normal(jax.random.key(1), (pool.virtual_size,))
+    grads = _vjp(pool, params, g)["buckets"]
+    index = np.concatenate([np.asarray(pool.indices_and_signs(i)[0]) for i in range(2)])
+    sign = np.concatenate([np.asarray(pool.indices_and_signs(i)[1]) for i in range(2)])
+    expected = np.zeros(pool.num_variables)
+    np.add.at(expected, index, sign * np.asarray(g))
+    np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-5)

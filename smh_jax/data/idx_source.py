@@ -103,7 +103,9 @@ def read_split(folder: str, spec: str) -> in_memory.ArraySplit:
     if not os.path.isdir(folder):
         raise UserError(f"dataset.path={folder!r}: no such directory")
     parsed = splits.parse_split(spec)
-    prefix = "test" if parsed and parsed[0] == "test" else "train"
+    if parsed is None or parsed[0] not in SPLITS:
+        splits.resolve_split(spec, SPLITS, lambda b: 0, folder)  # raises, naming the splits
+    prefix = "test" if parsed[0] == "test" else "train"
     images, labels = read_pair(folder, prefix)
     index = {"test": np.arange(len(labels))} if prefix == "test" else split_indices(len(labels))
     base, rng = splits.resolve_split(spec, SPLITS, lambda b: len(index[b]), folder)

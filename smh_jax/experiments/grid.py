@@ -207,7 +207,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
     """Search, select, seeds (module doc); writes and returns ROOT/<group>/result.json."""
     directory = os.path.join(root, group.directory)
     path = os.path.join(directory, RESULT_FILE)
-    fingerprint = plan.fingerprint(group)
+    fingerprint = json.loads(json.dumps(plan.fingerprint(group)))  # as the file holds it
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             done = json.load(f)

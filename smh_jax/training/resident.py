@@ -269,9 +269,11 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
                                                          jnp.asarray(e, jnp.int32), data)
         loss, wrong = jax.device_get((loss, wrong))
         curves.append((loss, wrong))
-        best = 100.0 * wrong[:, 0].min() / len(data.validation)
-        log(f"epoch {e + 1}/{recipe.epochs}: loss {np.nanmean(loss):.4f}, best validation "
-            f"error {best:.2f}% ({time.time() - start:.0f} s)")
+        finite = np.isfinite(loss)
+        best = 100.0 * wrong[finite, 0].min() / len(data.validation) if finite.any() else 100.0
+        mean_loss = float(np.mean(loss[finite])) if finite.any() else math.nan
+        log(f"epoch {e + 1}/{recipe.epochs}: loss {mean_loss:.4f}, best validation error "
+            f"{best:.2f}% ({time.time() - start:.0f} s)")
     wall = time.time() - start
     return [RunResult(
         learning_rate=float(learning_rates[r]), seed=int(seeds[r]), trainable_params=trainable,

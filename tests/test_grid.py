@@ -1,0 +1,118 @@
+"""Resident sweeps end to end: search, selection on validation, seeds, resume, report."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+from test_idx import make_mnist
+
+from smh_jax.errors import UserError
+from smh_jax.experiments import grid, grid_report
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def tiny_preset(path: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.kind = "resident"
+    c.title = "tiny"
+    c.dataset = dict(source="idx", path=path, name="mnist", image_size=28, augment="none")
+    c.splits = ("train[:200]", "validation[:100]", "test[:50]")
+    c.recipe = dict(epochs=2, batch_size=50)
+    c.search_epochs = 1
+    c.learning_rates = (0.03, 0.3)
+    c.seeds = (0, 1)
+    small = dict(hidden_sizes=(16,))
+    c.groups = [dict(net="mlp", method="dense", model=small),
+                dict(net="mlp", method="smh", compression=0.25, model=small),
+                dict(net="mlp", method="hashnet", compression=0.25, model=small)]
+    c.references = [dict(net="mlp", method="hashnet", compression=0.25, test_error=9.99)]
+    return c
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    data = tmp_path_factory.mktemp("mnist")
+    make_mnist(str(data))
+    root = str(tmp_path_factory.mktemp("sweep"))
+    plan = grid.plan_from_config("tiny", tiny_preset(str(data)))
+    grid.run(plan, root, log=lambda _: None)
+    return plan, root, str(data)
+
+
+def test_each_group_selects_its_rate_on_validation_then_trains_every_seed(swept):
+    plan, root, _ = swept
+    for group in plan.groups:
+        with open(os.path.join(root, group.directory, grid.RESULT_FILE)) as f:
+            result = json.load(f)
+        search = result["search"]
+        assert [s["learning_rate"] for s in search] == [0.03, 0.3]
+        assert all(s["seed"] == 0 and len(s["validation_error"]) == 1 for s in search)
+        best = min(search, key=lambda s: s["best_validation_error"])
+        assert result["selected_learning_rate"] == best["learning_rate"]
+        # The search ran 1 epoch of the 2: every seed is trained again, for 2 epochs.
+        assert [r["seed"] for r in result["runs"]] == [0, 1]
+        assert all(len(r["validation_error"]) == 2 for r in result["runs"])
+        assert all(r["learning_rate"] == best["learning_rate"] for r in result["runs"])
+
+
+def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept):
+    plan, root, data = swept
+    path = os.path.join(root, plan.groups[0].directory, grid.RESULT_FILE)
+    before = os.path.getmtime(path)
+    grid.run(plan, root, log=lambda _: None)
+    assert os.path.getmtime(path) == before
+    changed = tiny_preset(data)
+    changed.learning_rates = (0.1,)
+    with pytest.raises(UserError, match="holds a result made with another recipe"):
+        grid.run(grid.plan_from_config("tiny", changed), root, log=lambda _: None)
+
+
+def test_report_has_one_row_per_selected_run_and_the_search(swept, tmp_path):
+    plan, root, _ = swept
+    paths = grid_report.write(root, str(tmp_path), "tiny", plan.references, plan.title)
+    with open(tmp_path / "tiny.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == list(grid_report.CSV_COLUMNS)
+    assert len(table) == 3 * 2  # three groups, two seeds
+    assert {r["method"] for r in table} == {"dense", "smh", "hashnet"}
+    with open(tmp_path / "tiny_search.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3 * 2
+    text = (tmp_path / "tiny.md").read_text()
+    assert "[9.99]" in text and "| hashnet | 0.25 |" not in text  # labels, not raw floats
+    assert str(tmp_path / "tiny.md") in paths
+
+
+def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
+    plan, root, data = swept
+    preset = tmp_path / "tiny_preset.py"
+    preset.write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom test_grid import tiny_preset\n"
+        "def get_config(arg=None):\n    return tiny_preset(%r)\n" % (
+            os.path.dirname(__file__), data))
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--preset={preset}",
+         f"--root={root}", "--collect_only", f"--out_dir={tmp_path}", "--name=cli"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cli.csv").exists()
+    bad = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--preset={preset}",
+         f"--root={root}", "--set", "recipe.epochz=3"],
+        capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "the preset has no 'recipe.epochz'" in bad.stderr
+
+
+def test_bad_presets_are_user_errors(tmp_path):
+    c = tiny_preset(str(tmp_path))
+    c.groups = [dict(net="mlp", method="rer")]
+    with pytest.raises(UserError, match="method 'rer' is not one of"):
+        grid.plan_from_config("bad", c)
+    c = tiny_preset(str(tmp_path))
+    c.search_epochs = 5
+    with pytest.raises(UserError, match="search_epochs 5 must be in 1..2"):
+        grid.plan_from_config("bad", c)

@@ -1,0 +1,70 @@
+"""Resident training: several runs in one vmapped program, data kept on the device."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import smh_jax
+from smh_jax import models
+from smh_jax.errors import UserError
+from smh_jax.training import resident
+
+
+def _data(n=240, seed=0):
+    """A learnable task on 28x28 inputs: the class is the brightest of ten pixel blocks."""
+    rng = np.random.default_rng(seed)
+
+    def split(count):
+        images = rng.normal(size=(count, 28, 28, 1)).astype(np.float32)
+        labels = rng.integers(0, 10, count)
+        for i, label in enumerate(labels):
+            images[i, 2 * label:2 * label + 2, :, 0] += 3.0
+        return resident.Split(jnp.asarray(images), jnp.asarray(labels, jnp.int32))
+
+    return resident.ResidentData(split(n), split(100), split(100), num_classes=10)
+
+
+MODEL = models.create("mlp", num_classes=10, hidden_sizes=(32,), dropout_rate=0.1)
+RECIPE = resident.Recipe(epochs=2, batch_size=20)
+
+
+def test_runs_learn_and_report_per_epoch_errors():
+    (run,) = resident.train_runs(MODEL, _data(), RECIPE, [0.1], [0])
+    assert len(run.validation_error) == len(run.test_error) == 2
+    assert run.validation_error[-1] < 50.0  # chance is 90%
+    assert run.best_epoch == int(np.argmin(run.validation_error)) + 1
+    assert run.test_error_at_best == run.test_error[run.best_epoch - 1]
+    assert run.trainable_params == 28 * 28 * 32 + 32 + 33 * 10
+
+
+def test_runs_together_equal_runs_alone_and_a_seed_fixes_init_and_data_order():
+    data = _data()
+    together = resident.train_runs(MODEL, data, RECIPE, [0.1, 0.03, 0.1], [0, 1, 0])
+    (alone,) = resident.train_runs(MODEL, data, RECIPE, [0.03], [1])
+    np.testing.assert_allclose(together[1].train_loss, alone.train_loss, rtol=1e-4)
+    assert together[1].validation_error == alone.validation_error
+    assert together[0].train_loss == together[2].train_loss  # same seed, same rate
+    assert together[0].train_loss != together[1].train_loss
+
+
+def test_compressed_models_train_resident():
+    compressed = smh_jax.compress(MODEL, fraction=0.25)
+    (run,) = resident.train_runs(compressed, _data(), RECIPE, [1.0], [0])
+    assert run.finite and run.validation_error[-1] < 60.0
+    assert run.trainable_params < 0.3 * (28 * 28 * 32 + 32 + 33 * 10)
+
+
+def test_a_diverging_run_is_reported_not_raised():
+    (run,) = resident.train_runs(MODEL, _data(), RECIPE, [1e6], [0])
+    assert not run.finite and np.isnan(run.validation_error).all()
+    assert run.best_epoch == 2  # no finite epoch: the last
+
+
+def test_bad_arguments_are_user_errors():
+    with pytest.raises(UserError, match="2 learning rates for 1 seeds"):
+        resident.train_runs(MODEL, _data(), RECIPE, [0.1, 0.2], [0])
+    with pytest.raises(UserError, match="batch_size=1000 exceeds the 240"):
+        resident.train_runs(MODEL, _data(), resident.Recipe(epochs=1, batch_size=1000),
+                            [0.1], [0])
+    with pytest.raises(UserError, match="momentum"):
+        resident.Recipe(epochs=1, momentum=1.0)
