@@ -10,8 +10,9 @@ import jax
 from smh_jax.core.params import SMHParams
 
 
-def _count(tree: Any) -> int:
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+def count_params(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays or shapes (boxed parameters included)."""
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
 
 
 def accounting(params: SMHParams) -> dict[str, Any]:
@@ -23,9 +24,9 @@ def accounting(params: SMHParams) -> dict[str, Any]:
     """
     layout = params.layout
     pool = layout.pool.describe()
-    factors = _count(params.pool)
-    scales = _count(params.modifiers)
-    unhashed = _count(params.unhashed)
+    factors = count_params(params.pool)
+    scales = count_params(params.modifiers)
+    unhashed = count_params(params.unhashed)
     num_hashed = layout.num_hashed
     trainable = factors + scales + unhashed
     dense = num_hashed + unhashed

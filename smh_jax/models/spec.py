@@ -14,7 +14,6 @@ rebuilt identically by the others.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from smh_jax import models
+from smh_jax.core.accounting import count_params  # noqa: F401 - one counter, re-exported
 from smh_jax.errors import UserError
 
 # Constructor options a config may override (None there: the model's own default).
@@ -91,6 +91,3 @@ def abstract_variables(module: nn.Module, input_shape: tuple[int, ...]) -> dict[
         lambda: module.init(rngs, jnp.zeros(input_shape, jnp.float32), train=False))
 
 
-def count_params(tree: Any) -> int:
-    """Number of scalars in a pytree of arrays or shapes."""
-    return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
