@@ -107,6 +107,28 @@ def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
     assert bad.returncode == 2 and "the preset has no 'recipe.epochz'" in bad.stderr
 
 
+def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_path,
+                                                                      monkeypatch):
+    plan, _, _ = swept
+    real = grid.resident.train_runs
+
+    def unstable_at_high_rates(module, data, recipe, rates, seeds, log):
+        runs = real(module, data, recipe, rates, seeds, log)
+        for run, rate, seed in zip(runs, rates, seeds, strict=True):
+            if rate == 0.3 and seed == 1:  # passes the search (seed 0), fails seed 1
+                run.train_loss[-1] = float("nan")
+            if rate == 0.3 and seed == 0:  # ... where it wins on validation
+                run.validation_error[:] = [0.0] * len(run.validation_error)
+        return runs
+
+    monkeypatch.setattr(grid.resident, "train_runs", unstable_at_high_rates)
+    result = grid.run_group(plan, plan.groups[0], str(tmp_path), grid.resident.load(
+        plan.dataset, plan.splits), log=lambda _: None)
+    assert result["searched_learning_rate"] == 0.3 and result["diverged_rates"] == [0.3]
+    assert result["selected_learning_rate"] == 0.03
+    assert all(r["learning_rate"] == 0.03 for r in result["runs"])
+
+
 def test_bad_presets_are_user_errors(tmp_path):
     c = tiny_preset(str(tmp_path))
     c.groups = [dict(net="mlp", method="rer")]

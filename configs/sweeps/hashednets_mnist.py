@@ -10,11 +10,12 @@ Data: the four MNIST IDX files (raw or .gz) in `dataset.path` (default `data/mni
 narrowed); lrd (low rank, one factor fixed random, as published) and lrd_learned (both
 factors learned); hashnet (HashedNets: per-layer signed hashing); smh (the product pool).
 
-Protocol, the same for every method: SGD with momentum 0.9, batch 100, cosine decay,
-20 epochs, dropout 0.25 on the input and after each hidden layer (the MLPs' own); the
-learning rate chosen from one grid (0.01 ... 10, half-decade steps) by the best-epoch
-validation error of 5-epoch runs from seed 0; then seeds 0, 1, 2 at that rate for 20
-epochs; test error reported at the best-validation epoch (as published) and the last.
+Protocol, the same for every method: SGD with momentum 0.9, batch 100, a 1-epoch linear
+warmup then cosine decay, 20 epochs, dropout 0.25 on the input and after each hidden
+layer (the MLPs' own); the learning rate chosen from one grid (0.01 ... 10, half-decade
+steps) by the best-epoch validation error of 5-epoch runs from seed 0; then seeds 0, 1,
+2 at that rate for 20 epochs (the next smaller rate if a seed diverges); test error
+reported at the best-validation epoch (as published) and the last.
 
 Expected result (published, test error %): HashNet 1.45 / 1.22 at 1/8 and 2.79 / 1.99 at
 1/64 (3-layer / 5-layer); NN 1.69 / 1.35 and 6.28 / 2.69. Expected runtime: about 90
@@ -40,7 +41,7 @@ def get_config(arg=None):
     c.title = "MNIST, HashedNets' MLPs"
     c.dataset = mnist_dataset()
     c.splits = ("train", "validation", "test")
-    c.recipe = dict(epochs=20, batch_size=100, momentum=0.9)
+    c.recipe = dict(epochs=20, batch_size=100, momentum=0.9, warmup_epochs=1.0)
     c.search_epochs = 5
     c.learning_rates = LEARNING_RATES
     c.seeds = (0, 1, 2)

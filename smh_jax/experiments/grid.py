@@ -11,7 +11,10 @@ group goes through the same protocol:
 2. selection: the learning rate with the lowest best-epoch validation error (never the
    test error); non-finite runs lose;
 3. seeds: every seed at that learning rate for the recipe's epochs, trained together
-   (the first seed's search run is reused when the search ran the full recipe).
+   (the first seed's search run is reused when the search ran the full recipe). A rate
+   must train every seed: if one diverges, all seeds are trained again at the next
+   smaller rate of the grid (a rate at the edge of stability can pass the search's one
+   seed and fail another).
 
 Each group's result (`ROOT/<group>/result.json`: the search, the selected runs and their
 per-epoch validation and test errors) is written when it completes, so rerunning the
@@ -233,17 +236,27 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
     best = select(search)
     say(f"selected learning rate {best['learning_rate']:g} (validation error "
         f"{best['best_validation_error']:.2f}%)")
-    runs = [best] if full else []
-    seeds = list(plan.seeds[1:] if full else plan.seeds)
-    if seeds:
-        more = resident.train_runs(built.module, data, plan.recipe,
-                                   [best["learning_rate"]] * len(seeds), seeds, log=say)
-        runs += [_run_json(r, more[0].wall_seconds / len(more)) for r in more]
+    rate, diverged = best["learning_rate"], []
+    while True:
+        reuse = full and rate == best["learning_rate"]
+        runs = [best] if reuse else []
+        seeds = list(plan.seeds[1:] if reuse else plan.seeds)
+        if seeds:
+            more = resident.train_runs(built.module, data, plan.recipe, [rate] * len(seeds),
+                                       seeds, log=say)
+            runs += [_run_json(r, more[0].wall_seconds / len(more)) for r in more]
+        smaller = [r for r in rates if r < rate]
+        if all(math.isfinite(r["train_loss"][-1]) for r in runs) or not smaller:
+            break
+        diverged.append(rate)
+        rate = max(smaller)
+        say(f"a seed diverged at learning rate {diverged[-1]:g}; every seed again at {rate:g}")
     result = {
         "group": group.directory, "net": group.net, "method": group.method,
         "compression": group.compression, "variant": group.variant,
         "stored_params": built.stored_params, "description": built.description,
-        "epochs": plan.recipe.epochs, "selected_learning_rate": best["learning_rate"],
+        "epochs": plan.recipe.epochs, "selected_learning_rate": rate,
+        "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
         "runs": runs, "search": search, "wall_seconds": time.time() - start,
         "fingerprint": fingerprint, "provenance": provenance.environment(),
     }

@@ -142,8 +142,12 @@ def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, A
                   "", "| method | compression | stored | learning rate | seeds | wall s |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in group:
+            rate = f"{r['selected_learning_rate']:g}"
+            if r.get("diverged_rates"):
+                rate += " (a seed diverged at " + ", ".join(
+                    f"{x:g}" for x in r["diverged_rates"]) + ")"
             lines.append(f"| {_label(r)} | {compression_label(r['compression'])} | "
-                         f"{r['stored_params']:,} | {r['selected_learning_rate']:g} | "
+                         f"{r['stored_params']:,} | {rate} | "
                          f"{len(r['runs'])} | {r['wall_seconds']:.0f} |")
         rates = sorted({s["learning_rate"] for r in group for s in r["search"]})
         lines += ["", f"The search ({net}, first seed): test error (%) at the best-validation "
