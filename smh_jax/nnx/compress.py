@@ -163,8 +163,8 @@ class SMH(nnx.Module):
         return method(model, *args, **kwargs)
 
     def materialize(self) -> dict[str, Any]:
-        """The dense parameter tree in creation order, the linen wrapper's `materialize`."""
-        return materialize_lib.materialize(self.smh_params())
+        """The dense parameter tree in creation order (jitted), as the linen wrapper's."""
+        return _jit_materialize(self.smh_params())
 
     def accounting(self) -> dict[str, Any]:
         """Counts: hashed_weights (N), n, M, trainable, dense_params, fraction, and more."""
@@ -173,6 +173,9 @@ class SMH(nnx.Module):
     def summary(self) -> str:
         """A printable table of `accounting`."""
         return accounting_lib.format_accounting(self.accounting())
+
+
+_jit_materialize = jax.jit(materialize_lib.materialize)
 
 
 def _is_linen(value: Any) -> bool:
