@@ -205,7 +205,8 @@ def _check_module(model: Any) -> None:
     if type(model).__module__.startswith("flax.nnx") or any(
             c.__module__.startswith("flax.nnx") for c in type(model).__mro__):
         raise UserError(f"smh_jax.compress takes a flax.linen Module; {type(model).__name__} "
-                        "is an NNX module: use smh_jax.nnx.compress")
+                        "is an NNX module: use smh_jax.nnx.compress, which takes the function "
+                        "that builds it from rngs")
     raise UserError(f"smh_jax.compress takes a flax.linen Module, got a "
                     f"{type(model).__name__}")
 

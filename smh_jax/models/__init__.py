@@ -8,6 +8,11 @@
 Training: `model.apply(variables, x, train=True, mutable=['batch_stats'],
 rngs={'dropout': key})`. Importing this package is cheap: the model modules are imported
 on the first `create`.
+
+Flax NNX twins (same layers, names, initializers, counts and creation order; see
+`nnx_names()`) are built, with their parameters, by `create_nnx`:
+
+    model = models.create_nnx('resnet20', (32, 32, 3), rngs=nnx.Rngs(0), num_classes=10)
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import jax.numpy as jnp
 
 from smh_jax.errors import UserError
 
-__all__ = ['create', 'default_resolution', 'min_image_size', 'names']
+__all__ = ['create', 'create_nnx', 'default_resolution', 'min_image_size', 'names',
+           'nnx_names']
 
 # name -> (module under smh_jax.models, factory in it, default input resolution,
 #          total stride: input pixels per side of one final feature-map pixel).
@@ -56,10 +62,30 @@ _REGISTRY: dict[str, tuple[str, str, int, int]] = {
     'lenet5': ('lenet', 'LeNet5', 28, 16),
 }
 
+# NNX twins: name -> (module under smh_jax.models, factory in it). Each takes the options
+# of its linen model, plus the input shape (H, W, C) and `rngs`.
+_NNX_REGISTRY: dict[str, tuple[str, str]] = {
+    'resnet20': ('nnx_resnet', 'ResNet20'),
+    'resnet32': ('nnx_resnet', 'ResNet32'),
+    'resnet44': ('nnx_resnet', 'ResNet44'),
+    'resnet56': ('nnx_resnet', 'ResNet56'),
+    'resnet110': ('nnx_resnet', 'ResNet110'),
+    'mlp': ('nnx_mlp', 'MLP'),
+    'mlp3': ('nnx_mlp', 'MLP3'),
+    'mlp5': ('nnx_mlp', 'MLP5'),
+    'lenet_300_100': ('nnx_mlp', 'LeNet300100'),
+    'lenet5': ('nnx_lenet', 'LeNet5'),
+}
+
 
 def names() -> list[str]:
     """All registered model names, sorted."""
     return sorted(_REGISTRY)
+
+
+def nnx_names() -> list[str]:
+    """The registered models that have an NNX twin (`create_nnx`), sorted."""
+    return sorted(_NNX_REGISTRY)
 
 
 def _entry(name: str) -> tuple[str, str, int, int]:
@@ -116,6 +142,28 @@ def _check_overrides(name: str, factory: Any, overrides: dict[str, Any]) -> None
             raise UserError(f'{key} must be a number in [0, 1), got {value!r}')
 
 
+def _checked_factory(name: str, num_classes: Any, width_multiplier: Any,
+                     overrides: dict[str, Any]) -> Any:
+    """The linen factory of `name`, after checking every argument (UserError otherwise)."""
+    module_name, factory_name, _, _ = _entry(name)
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, numbers.Integral)
+        or num_classes < 1
+    ):
+        raise UserError(f'num_classes must be an integer >= 1, got {num_classes!r}')
+    if (
+        isinstance(width_multiplier, bool)
+        or not isinstance(width_multiplier, numbers.Real)
+        or not math.isfinite(width_multiplier)
+        or width_multiplier <= 0
+    ):
+        raise UserError(f'width_multiplier must be a finite number > 0, got {width_multiplier!r}')
+    factory = getattr(importlib.import_module(f'{__name__}.{module_name}'), factory_name)
+    _check_overrides(name, factory, overrides)
+    return factory
+
+
 def create(
     name: str,
     num_classes: int = 1000,
@@ -131,26 +179,41 @@ def create(
     `dropout_rate` / `input_dropout_rate` / `hidden_sizes` for the MLPs.
     Bad values raise `UserError` (a ValueError) naming the value and what is allowed.
     """
-    module_name, factory_name, _, _ = _entry(name)
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, numbers.Integral)
-        or num_classes < 1
-    ):
-        raise UserError(f'num_classes must be an integer >= 1, got {num_classes!r}')
-    if (
-        isinstance(width_multiplier, bool)
-        or not isinstance(width_multiplier, numbers.Real)
-        or not math.isfinite(width_multiplier)
-        or width_multiplier <= 0
-    ):
-        raise UserError(f'width_multiplier must be a finite number > 0, got {width_multiplier!r}')
-    module = importlib.import_module(f'{__name__}.{module_name}')
-    factory = getattr(module, factory_name)
-    _check_overrides(name, factory, overrides)
+    factory = _checked_factory(name, num_classes, width_multiplier, overrides)
     return factory(
         num_classes=int(num_classes),
         width_multiplier=float(width_multiplier),
         dtype=dtype,
+        **overrides,
+    )
+
+
+def create_nnx(
+    name: str,
+    input_shape: Any,
+    *,
+    rngs: Any,
+    num_classes: int = 1000,
+    width_multiplier: float = 1.0,
+    dtype: Any = jnp.float32,
+    **overrides: Any,
+) -> Any:
+    """Builds the NNX twin of the named model (an nnx.Module, parameters drawn from `rngs`).
+
+    `input_shape` is one example's (H, W, C); the other arguments are `create`'s, checked
+    the same way. Dropout draws from the 'dropout' stream of `rngs` (or its default).
+    """
+    _checked_factory(name, num_classes, width_multiplier, overrides)
+    if name not in _NNX_REGISTRY:
+        raise UserError(f'model {name!r} has no NNX twin; models with one: '
+                        f'{", ".join(nnx_names())}')
+    module_name, factory_name = _NNX_REGISTRY[name]
+    factory = getattr(importlib.import_module(f'{__name__}.{module_name}'), factory_name)
+    return factory(
+        input_shape=tuple(int(d) for d in input_shape),
+        num_classes=int(num_classes),
+        width_multiplier=float(width_multiplier),
+        dtype=dtype,
+        rngs=rngs,
         **overrides,
     )

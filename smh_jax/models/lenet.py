@@ -15,7 +15,8 @@ from flax import linen as nn
 from smh_jax.models.layers import Dtype, scale_channels
 
 
-def _xavier() -> nn.initializers.Initializer:
+def caffe_xavier() -> nn.initializers.Initializer:
+    """Caffe's "xavier" filler: uniform(+-sqrt(3 / fan_in))."""
     return nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 
 
@@ -33,11 +34,12 @@ class LeNet5(nn.Module):
         x = jnp.asarray(x, self.dtype)
         for i, channels in enumerate((20, 50)):
             x = nn.Conv(width(channels), (5, 5), padding='VALID', dtype=self.dtype,
-                        param_dtype=jnp.float32, kernel_init=_xavier(), name=f'conv{i + 1}')(x)
+                        param_dtype=jnp.float32, kernel_init=caffe_xavier(),
+                        name=f'conv{i + 1}')(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(width(500), dtype=self.dtype, param_dtype=jnp.float32,
-                     kernel_init=_xavier(), name='fc1')(x)
+                     kernel_init=caffe_xavier(), name='fc1')(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                     kernel_init=_xavier(), name='fc2')(nn.relu(x))
+                     kernel_init=caffe_xavier(), name='fc2')(nn.relu(x))
         return x.astype(jnp.float32)

@@ -46,6 +46,12 @@ class ModelSpec:
                              width_multiplier=self.width_multiplier,
                              dtype=jnp.dtype(self.dtype), **dict(self.overrides))
 
+    def create_nnx(self, input_shape: tuple[int, ...], *, rngs: Any) -> Any:
+        """The Flax NNX twin (an nnx.Module, parameters drawn from `rngs`; UserError if none)."""
+        return models.create_nnx(self.name, input_shape, rngs=rngs, num_classes=self.num_classes,
+                                 width_multiplier=self.width_multiplier,
+                                 dtype=jnp.dtype(self.dtype), **dict(self.overrides))
+
     def with_width(self, width_multiplier: float) -> ModelSpec:
         return dataclasses.replace(self, width_multiplier=float(width_multiplier))
 

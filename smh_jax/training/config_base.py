@@ -26,6 +26,7 @@ SCHEDULES = ("constant", "cosine", "step", "exponential", "one_cycle")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 NONFINITE = ("stop", "skip")
 WEIGHT_DECAY_ON = ("variables", "weights")
+APIS = ("linen", "nnx")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet32"
+    # linen: the zoo's flax.linen model; nnx: its Flax NNX twin (same variables and layout)
+    c.model.api = "linen"
     c.model.num_classes = 0  # 0: from the dataset
     c.model.width_multiplier = 1.0
     c.model.dtype = "float32"  # compute dtype (core.options.DTYPES); parameters stay float32
@@ -206,6 +209,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.model.name not in models.names():
         raise UserError(f"config.model.name: {config.model.name!r} is not a known model; "
                         f"allowed: {', '.join(models.names())}")
+    _choice("model.api", config.model.api, APIS)
+    if config.model.api == "nnx" and config.model.name not in models.nnx_names():
+        raise UserError(f"config.model.name: {config.model.name!r} has no NNX twin "
+                        f"(config.model.api='nnx'); models with one: "
+                        f"{', '.join(models.nnx_names())}")
     if config.model.width_multiplier <= 0:
         raise UserError(f"config.model.width_multiplier: {config.model.width_multiplier!r} "
                         "must be > 0")

@@ -14,7 +14,6 @@ import dataclasses
 import functools
 from typing import Any, Callable, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,10 +36,19 @@ def model_spec(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo) ->
     return ModelSpec.from_config(config.model, config.model.num_classes or info.num_classes)
 
 
-def create_model(spec: ModelSpec, config: ml_collections.ConfigDict) -> nn.Module:
-    """The architecture of `spec`, wrapped by SMH unless the run is dense."""
-    base = spec.create()
+def create_model(spec: ModelSpec, config: ml_collections.ConfigDict) -> Any:
+    """The architecture of `spec`, wrapped by SMH unless the run is dense.
+
+    A linen Module, or with config.model.api='nnx' the NNX twin behind the same
+    `init`/`apply` and with the same variables (`smh_jax.nnx.linen_bridge`), so every
+    step, checkpoint and export below is shared.
+    """
     options = config_base.smh_options(config)
+    if config.model.api == "nnx":
+        from smh_jax.nnx.linen_bridge import LinenBridge  # deferred: NNX only when asked
+
+        return LinenBridge(spec.create_nnx, options)
+    base = spec.create()
     return base if options is None else smh_jax.SMH(model=base, options=options)
 
 
@@ -89,13 +97,13 @@ def _split_variables(variables: dict) -> tuple[Any, dict]:
     return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
 
-def init_variables(module: nn.Module, shape: tuple[int, ...], rng: jax.Array) -> dict:
+def init_variables(module: Any, shape: tuple[int, ...], rng: jax.Array) -> dict:
     params_rng, dropout_rng = jax.random.split(rng)
     return module.init({"params": params_rng, "dropout": dropout_rng},
                        jnp.zeros(shape, jnp.float32), train=False)
 
 
-def create_train_state(module: nn.Module, tx: optax.GradientTransformation,
+def create_train_state(module: Any, tx: optax.GradientTransformation,
                        shape: tuple[int, ...], rng: jax.Array, use_ema: bool,
                        initial_variables: Optional[dict] = None) -> TrainState:
     """A fresh TrainState (jit this with out_shardings to create it directly sharded).
@@ -121,7 +129,7 @@ class Experiment:
     info: data_lib.DatasetInfo
     source: Any
     spec: ModelSpec
-    module: nn.Module  # what is trained: SMH-wrapped or plain
+    module: Any  # what is trained: SMH-wrapped or plain, linen or NNX (create_model)
     mesh: jax.sharding.Mesh
     steps_per_epoch: int
     total_steps: int
@@ -133,7 +141,7 @@ class Experiment:
 
     @property
     def compressed(self) -> bool:
-        return isinstance(self.module, smh_jax.SMH)
+        return not config_base.is_dense(self.config)
 
 
 def check_batch_sizes(config: ml_collections.ConfigDict) -> None:
@@ -168,7 +176,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     check_image_size(config, info)
     spec = model_spec(config, info)
     module = create_model(spec, config)
-    compressed = isinstance(module, smh_jax.SMH)
+    compressed = not config_base.is_dense(config)
     steps_per_epoch = info.num_train // config.batch_size
     if steps_per_epoch == 0:
         raise UserError(f"config.batch_size: {config.batch_size} is larger than the "
