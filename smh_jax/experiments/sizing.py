@@ -20,11 +20,10 @@ from typing import Any, Callable
 
 import ml_collections
 
-import smh_jax
 from smh_jax import data as data_lib
 from smh_jax.errors import UserError
 from smh_jax.models.spec import ModelSpec, abstract_variables, count_params
-from smh_jax.training import experiment
+from smh_jax.training import config_base, experiment
 
 WIDTH_STEPS = 1024
 MAX_WIDTH = 4.0
@@ -116,7 +115,7 @@ class Sizer:
             module = experiment.create_model(self.spec(config), config)
             params = abstract_variables(module, self.input_shape(config))["params"]
             self._trainable[key] = experiment.trainable_params(
-                params, compressed=isinstance(module, smh_jax.SMH))
+                params, compressed=not config_base.is_dense(config))
         return self._trainable[key]
 
     def params_at_width(self, config: ml_collections.ConfigDict, width: float) -> int:
