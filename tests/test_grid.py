@@ -52,9 +52,14 @@ def test_each_group_selects_its_rate_on_validation_then_trains_every_seed(swept)
         search = result["search"]
         assert [s["learning_rate"] for s in search] == [0.03, 0.3]
         assert all(s["seed"] == 0 and len(s["validation_error"]) == 1 for s in search)
-        best = min(search, key=lambda s: s["best_validation_error"])
+        # The search ran 1 epoch of the 2: the two finalists run the full 2 epochs from
+        # seed 0, the best on validation wins, and seed 1 follows at its rate.
+        finals = result["finals"]
+        assert sorted(f["learning_rate"] for f in finals) == [0.03, 0.3]
+        assert all(len(f["validation_error"]) == 2 for f in finals)
+        best = min(finals, key=lambda s: s["best_validation_error"])
         assert result["selected_learning_rate"] == best["learning_rate"]
-        # The search ran 1 epoch of the 2: every seed is trained again, for 2 epochs.
+        assert result["runs"][0] == best
         assert [r["seed"] for r in result["runs"]] == [0, 1]
         assert all(len(r["validation_error"]) == 2 for r in result["runs"])
         assert all(r["learning_rate"] == best["learning_rate"] for r in result["runs"])

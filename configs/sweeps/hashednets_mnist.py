@@ -13,9 +13,10 @@ factors learned); hashnet (HashedNets: per-layer signed hashing); smh (the produ
 Protocol, the same for every method: SGD with momentum 0.9, batch 100, a 1-epoch linear
 warmup then cosine decay, 20 epochs, dropout 0.25 on the input and after each hidden
 layer (the MLPs' own); the learning rate chosen from one grid (0.003 ... 10, half-decade
-steps) by the best-epoch validation error of 5-epoch runs from seed 0; then seeds 0, 1,
-2 at that rate for 20 epochs (the next smaller rate if a seed diverges); test error
-reported at the best-validation epoch (as published) and the last.
+steps): 5-epoch runs of every rate from seed 0, then the two best on validation for 20
+epochs from seed 0, the better on validation wins; then seeds 1 and 2 at that rate (the
+next smaller rate if a seed diverges); test error reported at the best-validation epoch
+(as published) and at the last.
 
 Expected result (published, test error %): HashNet 1.45 / 1.22 at 1/8 and 2.79 / 1.99 at
 1/64 (3-layer / 5-layer); NN 1.69 / 1.35 and 6.28 / 2.69. Expected runtime: about 90

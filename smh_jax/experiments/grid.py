@@ -6,15 +6,16 @@ network, a method (experiments/methods.py), a compression factor and SMH options
 group goes through the same protocol:
 
 1. search: one run per learning rate of the preset's grid, all from the first seed,
-   trained together, for `search_epochs` (default: the recipe's epochs; shorter saves
-   time, the schedule then decays over the shorter run);
-2. selection: the learning rate with the lowest best-epoch validation error (never the
-   test error); non-finite runs lose;
-3. seeds: every seed at that learning rate for the recipe's epochs, trained together
-   (the first seed's search run is reused when the search ran the full recipe). A rate
-   must train every seed: if one diverges, all seeds are trained again at the next
-   smaller rate of the grid (a rate at the edge of stability can pass the search's one
-   seed and fail another).
+   trained together, for `search_epochs` (the schedule decays over the shorter run);
+2. selection: when the search is shorter than the recipe, the `finalists` (default 2)
+   rates with the lowest best-epoch validation errors are trained again from the first
+   seed for the recipe's full length, and the one with the lowest validation error wins
+   (a short search alone favours large rates); with a full-length search, its best
+   rate. Validation only, never the test error; non-finite runs lose;
+3. seeds: every other seed at that learning rate, trained together (the first seed's
+   full-length run is reused). A rate must train every seed: if one diverges, all seeds
+   are trained again at the next smaller rate of the grid (a rate at the edge of
+   stability can pass one seed and fail another).
 
 Each group's result (`ROOT/<group>/result.json`: the search, the selected runs and their
 per-epoch validation and test errors) is written when it completes, so rerunning the
@@ -23,8 +24,8 @@ refused rather than mixed in. Presets that share a group (the same network, meth
 compression, options, recipe, grid and data) can share a root and reuse it.
 
 Preset fields: title; dataset (fields of config.dataset); splits (train, validation,
-test split names); recipe (fields of resident.Recipe); search_epochs; learning_rates;
-seeds; groups
+test split names); recipe (fields of resident.Recipe); search_epochs; finalists;
+learning_rates; seeds; groups
 [{net, method, compression, options, model}] (`model`: ModelSpec overrides); references
 [{net, method, compression, test_error}] (published numbers, for the report).
 """
@@ -96,6 +97,7 @@ class Plan:
     splits: tuple[str, str, str]
     recipe: resident.Recipe
     search_epochs: int
+    finalists: int
     learning_rates: tuple[float, ...]
     seeds: tuple[int, ...]
     groups: tuple[Group, ...]
@@ -108,7 +110,7 @@ class Plan:
                 "model": [list(m) for m in group.model],
                 "dataset": self.dataset, "splits": list(self.splits),
                 "recipe": dataclasses.asdict(self.recipe),
-                "search_epochs": self.search_epochs,
+                "search_epochs": self.search_epochs, "finalists": self.finalists,
                 "learning_rates": list(self.learning_rates)}
 
 
@@ -176,8 +178,11 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
     if not 1 <= search_epochs <= recipe.epochs:
         raise UserError(f"preset {name!r}: search_epochs {search_epochs} must be in "
                         f"1..{recipe.epochs} (the recipe's epochs)")
+    finalists = int(config.get("finalists", 2))
+    if finalists < 1:
+        raise UserError(f"preset {name!r}: finalists {finalists} must be >= 1")
     return Plan(name=name, title=str(config.get("title", name)), dataset=dataset.to_dict(),
-                splits=splits, recipe=recipe, search_epochs=search_epochs,
+                splits=splits, recipe=recipe, search_epochs=search_epochs, finalists=finalists,
                 learning_rates=rates, seeds=seeds,
                 groups=tuple(groups),
                 references=tuple(dict(r) for r in config.get("references", ())))
@@ -233,12 +238,24 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
     found = resident.train_runs(built.module, data, search_recipe, rates,
                                 [plan.seeds[0]] * len(rates), log=say)
     search = [_run_json(r, found[0].wall_seconds / len(found)) for r in found]
-    best = select(search)
+    finals = []
+    if full:
+        best = select(search)
+    else:
+        finalists = [s["learning_rate"] for s in sorted(search, key=_selection_key)
+                     if math.isfinite(s["best_validation_error"])][:plan.finalists]
+        finalists = finalists or [min(rates)]
+        say(f"finalists {', '.join(f'{x:g}' for x in finalists)}: full length from seed "
+            f"{plan.seeds[0]}")
+        trained = resident.train_runs(built.module, data, plan.recipe, finalists,
+                                      [plan.seeds[0]] * len(finalists), log=say)
+        finals = [_run_json(r, trained[0].wall_seconds / len(trained)) for r in trained]
+        best = select(finals)
     say(f"selected learning rate {best['learning_rate']:g} (validation error "
         f"{best['best_validation_error']:.2f}%)")
     rate, diverged = best["learning_rate"], []
     while True:
-        reuse = full and rate == best["learning_rate"]
+        reuse = rate == best["learning_rate"]
         runs = [best] if reuse else []
         seeds = list(plan.seeds[1:] if reuse else plan.seeds)
         if seeds:
@@ -257,7 +274,8 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         "stored_params": built.stored_params, "description": built.description,
         "epochs": plan.recipe.epochs, "selected_learning_rate": rate,
         "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
-        "runs": runs, "search": search, "wall_seconds": time.time() - start,
+        "runs": runs, "search": search, "finals": finals,
+        "wall_seconds": time.time() - start,
         "fingerprint": fingerprint, "provenance": provenance.environment(),
     }
     tmp = path + ".tmp"

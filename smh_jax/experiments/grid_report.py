@@ -165,6 +165,18 @@ def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, A
                 cells.append(f"**{text}**" if x == r["selected_learning_rate"] else text)
             lines.append(f"| {_label(r)} | {compression_label(r['compression'])} | "
                          f"{' | '.join(cells)} |")
+        finals = [r for r in group if r.get("finals")]
+        if finals:
+            lines += ["", f"The finalists ({net}): the search's two best rates trained for the "
+                      "full length from the first seed; validation error / test error (%) at "
+                      "the best-validation epoch.", "",
+                      "| method | compression | finalists |", "|---|---:|---|"]
+            for r in finals:
+                text = "; ".join(
+                    f"lr {f['learning_rate']:g}: {f['best_validation_error']:.2f} / "
+                    f"{f['test_error']:.2f}" for f in r["finals"])
+                lines.append(f"| {_label(r)} | {compression_label(r['compression'])} | "
+                             f"{text} |")
         lines.append("")
     return "\n".join(lines)
 
