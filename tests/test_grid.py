@@ -11,7 +11,8 @@ import pytest
 from test_idx import make_mnist
 
 from smh_jax.errors import UserError
-from smh_jax.experiments import grid, grid_report
+from smh_jax.experiments import grid, grid_report, methods, sweep_plan
+from smh_jax.models.spec import ModelSpec
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -143,3 +144,28 @@ def test_bad_presets_are_user_errors(tmp_path):
     c.search_epochs = 5
     with pytest.raises(UserError, match="search_epochs 5 must be in 1..2"):
         grid.plan_from_config("bad", c)
+
+
+RESIDENT_PRESETS = sorted(
+    os.path.join(ROOT, "configs", "sweeps", n)
+    for n in os.listdir(os.path.join(ROOT, "configs", "sweeps")) if n.endswith(".py")
+    and sweep_plan.load_preset_config(
+        os.path.join(ROOT, "configs", "sweeps", n))[1].get("kind") == "resident")
+
+
+@pytest.mark.parametrize("path", RESIDENT_PRESETS, ids=lambda p: os.path.basename(p)[:-3])
+def test_every_resident_preset_builds_each_group_at_its_size(path):
+    name, config = sweep_plan.load_preset_config(path)
+    plan = grid.plan_from_config(name, config)
+    assert plan.groups and plan.learning_rates == tuple(sorted(plan.learning_rates))
+    for group in plan.groups:
+        spec = ModelSpec(group.net, num_classes=10, overrides=dict(group.model))
+        built = methods.build(spec, group.method, group.compression, (1, 28, 28, 1),
+                              **dict(group.options))
+        dense = methods.build(spec, "dense", 1.0, (1, 28, 28, 1)).stored_params
+        # Default hashed sizes are exact; widths, ranks and other pools' factors move in
+        # whole units (up to ~6% at 1/64).
+        exact = group.method in ("dense", "hashnet") or (group.method, group.options) == (
+            "smh", ())
+        tolerance = 0.01 if exact else 0.1
+        assert methods.relative_size_error(built, dense, group.compression) < tolerance, group

@@ -18,9 +18,12 @@ from smh_jax.experiments import collect, expansion, scheduler, sizing, slurm, sw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.py")
-PRESETS = sorted(os.path.join(ROOT, "configs", "sweeps", n)
-                 for n in os.listdir(os.path.join(ROOT, "configs", "sweeps"))
-                 if n.endswith(".py"))
+ALL_PRESETS = sorted(os.path.join(ROOT, "configs", "sweeps", n)
+                     for n in os.listdir(os.path.join(ROOT, "configs", "sweeps"))
+                     if n.endswith(".py"))
+# Presets of train.py runs; resident presets (kind="resident") are tested in test_grid.py.
+PRESETS = [p for p in ALL_PRESETS
+           if sweep_plan.load_preset_config(p)[1].get("kind") != "resident"]
 
 
 @pytest.fixture(autouse=True)
