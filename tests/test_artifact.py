@@ -19,13 +19,13 @@ from smh_jax.models.spec import ModelSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-SPEC = ModelSpec("resnet20", num_classes=10, width_multiplier=0.25)
+SPEC = ModelSpec("resnet8", num_classes=10, width_multiplier=0.25)
 X = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A compressed ResNet-20 (x0.25) with non-trivial batch stats, saved once."""
+    """A compressed ResNet-8 (x0.25) with non-trivial batch stats, saved once."""
     module = smh_jax.compress(SPEC.create(), fraction=0.3)
     variables = jax.jit(functools.partial(module.init, train=False))(jax.random.key(0), X)
     # Train-mode steps move the batch statistics away from their init.

@@ -52,7 +52,7 @@ def nnx_compress(name, shape=DIGITS, fraction=0.25, seed=0, **options):
 @pytest.fixture(scope="module")
 def built_resnet():
     """A compressed ResNet-20, built under nnx.jit (one compile, not one per eager op)."""
-    return nnx.jit(lambda: nnx_compress("resnet20"))()
+    return nnx.jit(lambda: nnx_compress("resnet8"))()
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_a_tied_parameter_is_hashed_once_and_stays_tied():
 
 
 def test_loss_and_factor_gradients_match_linen():
-    linen, variables, bridge = twins("resnet20")
+    linen, variables, bridge = twins("resnet8")
     x = jax.random.normal(jax.random.key(2), (6, *DIGITS))
     labels = jnp.arange(6) % 10
 
@@ -297,7 +297,7 @@ def test_orbax_round_trip_into_a_fresh_compressed_model(resnet, tmp_path):
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp_path / "state", nnx.state(compressed))
     checkpointer.wait_until_finished()
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: nnx_compress("resnet20", seed=9)))
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: nnx_compress("resnet8", seed=9)))
     restored = nnx.merge(graphdef, checkpointer.restore(tmp_path / "state", abstract))
     compressed.eval()
     restored.eval()
@@ -307,7 +307,7 @@ def test_orbax_round_trip_into_a_fresh_compressed_model(resnet, tmp_path):
 
 
 def test_bridge_variables_are_the_linen_wrappers():
-    linen, variables, bridge = twins("resnet20")
+    linen, variables, bridge = twins("resnet8")
     ours = jax.jit(lambda: bridge.init(
         {"params": jax.random.key(0), "dropout": jax.random.key(1)}, jnp.zeros((1, *DIGITS))))()
     assert jax.tree.structure(ours) == jax.tree.structure(variables)
@@ -383,7 +383,7 @@ def test_config_model_api_is_validated(overrides, message):
 
 def test_trainer_runs_the_nnx_twin_and_linen_evaluates_its_checkpoint(tmp_path):
     config = set_keys(config_base.base_config(), {
-        "model.name": "resnet20", "model.api": "nnx", "model.width_multiplier": 0.25,
+        "model.name": "resnet8", "model.api": "nnx", "model.width_multiplier": 0.25,
         "dataset.name": "digits", "dataset.source": "digits", "dataset.image_size": 8,
         "dataset.augment": "none", "smh.fraction": 0.25, "batch_size": 32,
         "eval_batch_size": 120, "num_steps": 4, "log_every_steps": 2,

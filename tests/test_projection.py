@@ -187,7 +187,7 @@ def test_what_cannot_be_projected_is_refused(options, message):
 
 def _digits_config(**overrides):
     c = config_base.base_config()
-    c.model.name = "resnet20"
+    c.model.name = "resnet8"
     c.model.width_multiplier = 0.25
     c.dataset.name = "digits"
     c.dataset.source = "digits"
@@ -205,9 +205,9 @@ def _digits_config(**overrides):
 
 @pytest.fixture(scope="module")
 def dense_sources(tmp_path_factory):
-    """A dense ResNet-20 (x0.25) as an export directory and as a train.py workdir."""
+    """A dense ResNet-8 (x0.25) as an export directory and as a train.py workdir."""
     root = tmp_path_factory.mktemp("dense")
-    spec = ModelSpec("resnet20", num_classes=10, width_multiplier=0.25)
+    spec = ModelSpec("resnet8", num_classes=10, width_multiplier=0.25)
     shapes = abstract_variables(spec.create(), (1, 8, 8, 1))
     variables = _trained_like(shapes)
     variables["batch_stats"] = jax.tree.map(lambda v: np.full(v.shape, 5.0, np.float32),

@@ -26,9 +26,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def digits_config(**overrides):
-    """A few steps of a narrow ResNet-20 on the digits (fast on CPU)."""
+    """A few steps of a narrow ResNet-8 on the digits (fast on CPU)."""
     c = config_base.base_config()
-    c.model.name = "resnet20"
+    c.model.name = "resnet8"
     c.model.width_multiplier = 0.5
     c.dataset.name = "digits"
     c.dataset.source = "digits"
@@ -51,7 +51,7 @@ def tfds_root(tmp_path_factory):
 
 def cifar_config(root, fraction):
     c = config_base.base_config()
-    c.model.name = "resnet20"
+    c.model.name = "resnet8"
     c.model.width_multiplier = 0.5
     c.dataset.data_dir = root
     c.dataset.shuffle_buffer = 64
@@ -68,7 +68,7 @@ def restored_params(config, workdir, step=None):
     return jax.device_get(state.params), restored_step
 
 
-@pytest.mark.parametrize("fraction", [None, 0.25])
+@pytest.mark.parametrize("fraction", [0.0, 0.25])  # 0: the dense model (width baseline)
 def test_mock_tfds_cifar10_on_8_devices(tfds_root, tmp_path, fraction):
     assert jax.device_count() == 8
     with mock_tfds.mocked(tfds_root):
@@ -76,11 +76,11 @@ def test_mock_tfds_cifar10_on_8_devices(tfds_root, tmp_path, fraction):
     assert summary["steps"] == 3 and summary["eval_examples"] == 50
     # The dense run here is a width-0.5 model: the paper's width-multiplier baseline.
     assert summary["method"] == ("smh" if fraction else "width")
-    assert summary["fraction"] == fraction
+    assert summary["fraction"] == (fraction or None)
     assert 0.0 <= summary["accuracy"] <= 1.0
-    # SMH is compared to the model it wraps (width 0.5: 68,050); the width baseline to the
-    # full-width ResNet-20.
-    assert summary["dense_params"] == (68_050 if fraction else 269_722)
+    # SMH is compared to the model it wraps (width 0.5: 19,218); the width baseline to the
+    # full-width ResNet-8.
+    assert summary["dense_params"] == (19_218 if fraction else 75_290)
     assert summary["trainable_params"] < summary["dense_params"]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
     for name in ("summary.json", "config.json", "metrics.jsonl"):
@@ -89,8 +89,8 @@ def test_mock_tfds_cifar10_on_8_devices(tfds_root, tmp_path, fraction):
 
 
 def test_state_sharding_follows_the_rules():
-    # side=264 (>= ceil(sqrt(N)) = 260) makes the virtual matrix's columns split 8 ways.
-    experiment = experiment_lib.build_experiment(digits_config(**{"smh.side": 264}, sharding_rules=(
+    # side=144 (>= ceil(sqrt(N)) = 138) makes the virtual matrix's columns split 8 ways.
+    experiment = experiment_lib.build_experiment(digits_config(**{"smh.side": 144}, sharding_rules=(
         ("smh/pool/b$", (None, "data")),)))
     sharded = {jax_path_str(p): s.spec for p, s in
                jax.tree_util.tree_flatten_with_path(experiment.state_shardings)[0]}
@@ -102,7 +102,7 @@ def test_state_sharding_follows_the_rules():
 
 def test_sharding_rule_that_cannot_split_is_refused():
     with pytest.raises(UserError, match="cannot be split 8 ways"):
-        # n = ceil(sqrt(N)) = 260 rows of A do not split over 8 devices.
+        # n = ceil(sqrt(N)) = 138 rows of A do not split over 8 devices.
         experiment_lib.build_experiment(
             digits_config(sharding_rules=(("smh/pool/a$", ("data", None)),)))
 
@@ -125,18 +125,6 @@ def test_resume_continues_at_the_right_step_with_the_same_result(tmp_path):
     with open(os.path.join(resumed, "metrics.jsonl")) as f:
         steps = [int(line.split('"step": ')[1].split(",")[0]) for line in f]
     assert 4 in steps and 6 in steps
-
-
-def test_checkpoint_of_another_run_is_refused(tmp_path):
-    trainer.train_and_evaluate(digits_config(num_steps=3), str(tmp_path))
-    before = sorted(os.listdir(tmp_path / "checkpoints"))
-    for key, value, named in [("smh.fraction", 0.5, "smh.pool.M"),
-                              ("model.name", "resnet32", "model.name"),
-                              ("smh.fraction", 0.0, "smh")]:
-        with pytest.raises(UserError, match=rf"different run \({named}"):
-            trainer.train_and_evaluate(digits_config(num_steps=3, **{key: value}),
-                                       str(tmp_path))
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
 def test_ema_weights_are_evaluated(tmp_path):
@@ -177,24 +165,3 @@ def test_weight_decay_on_materialized_weights(tmp_path):
     assert steps.weights_l2(params, "") == pytest.approx(expected, rel=1e-5)
     summary = trainer.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(summary["eval_loss"])
-
-
-def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
-    config = digits_config(num_steps=8, **{"optimizer.learning_rate": 1e30,
-                                           "checkpoint_every_steps": 1, "log_every_steps": 1,
-                                           "smh.fraction": 0.0})
-    with pytest.raises(trainer.TrainingError,
-                       match=r"non-finite loss or gradient at step (\d+).*last good checkpoint"
-                       ) as error:
-        trainer.train_and_evaluate(config, str(tmp_path))
-    first_bad = int(error.value.args[0].split("at step ")[1].split(" ")[0])
-    saved = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
-    assert saved and max(saved) <= first_bad  # nothing saved after the fault
-    assert not (tmp_path / "summary.json").exists()
-
-
-def test_nonfinite_skip_counts_skipped_steps(tmp_path):
-    config = digits_config(nonfinite="skip", **{"optimizer.learning_rate": 1e30,
-                                                "smh.fraction": 0.0})
-    summary = trainer.train_and_evaluate(config, str(tmp_path))
-    assert summary["skipped_steps"] > 0

@@ -33,6 +33,7 @@ __all__ = ['create', 'create_nnx', 'default_resolution', 'min_image_size', 'name
 # name -> (module under smh_jax.models, factory in it, default input resolution,
 #          total stride: input pixels per side of one final feature-map pixel).
 _REGISTRY: dict[str, tuple[str, str, int, int]] = {
+    'resnet8': ('resnet', 'ResNet8', 32, 4),
     'resnet20': ('resnet', 'ResNet20', 32, 4),
     'resnet32': ('resnet', 'ResNet32', 32, 4),
     'resnet44': ('resnet', 'ResNet44', 32, 4),
@@ -65,6 +66,7 @@ _REGISTRY: dict[str, tuple[str, str, int, int]] = {
 # NNX twins: name -> (module under smh_jax.models, factory in it). Each takes the options
 # of its linen model, plus the input shape (H, W, C) and `rngs`.
 _NNX_REGISTRY: dict[str, tuple[str, str]] = {
+    'resnet8': ('nnx_resnet', 'ResNet8'),
     'resnet20': ('nnx_resnet', 'ResNet20'),
     'resnet32': ('nnx_resnet', 'ResNet32'),
     'resnet44': ('nnx_resnet', 'ResNet44'),

@@ -95,6 +95,7 @@ class CifarResNet(nnx.Module):
         return self.fc(global_avg_pool(x)).astype(jnp.float32)
 
 
+ResNet8 = functools.partial(CifarResNet, depth=8)  # n = 1: the smallest member
 ResNet20 = functools.partial(CifarResNet, depth=20)
 ResNet32 = functools.partial(CifarResNet, depth=32)
 ResNet44 = functools.partial(CifarResNet, depth=44)

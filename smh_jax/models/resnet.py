@@ -205,6 +205,7 @@ ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottlen
 ResNet101 = functools.partial(ResNet, stage_sizes=(3, 4, 23, 3), block_cls=Bottleneck)
 ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), block_cls=Bottleneck)
 
+ResNet8 = functools.partial(CifarResNet, depth=8)  # n = 1: the smallest member
 ResNet20 = functools.partial(CifarResNet, depth=20)
 ResNet32 = functools.partial(CifarResNet, depth=32)
 ResNet44 = functools.partial(CifarResNet, depth=44)
