@@ -47,6 +47,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--smh_dtype", default="compute",
                    help="dtype of the virtual matrix: compute (= --dtype), float32, bfloat16")
     p.add_argument("--model", default="", help="override the preset's model (registry name)")
+    p.add_argument("--fraction", type=float, default=0.0,
+                   help="override the preset's SMH size: a fraction in (0, 1]")
     p.add_argument("--image_size", type=int, default=0, help="override the input side")
     p.add_argument("--repetitions", type=int, default=0, help="timed rounds (default 30; small 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each measurement")
@@ -65,7 +67,8 @@ def options_of(args: argparse.Namespace) -> benchmark.Options:
     return benchmark.Options(
         preset=args.preset, variants=benchmark.variant_names(args.variants),
         extras=benchmark.extra_names(args.extras), batch=args.batch, dtype=args.dtype,
-        smh_dtype=args.smh_dtype, model=args.model, image_size=args.image_size,
+        smh_dtype=args.smh_dtype, model=args.model, fraction=args.fraction,
+        image_size=args.image_size,
         repetitions=args.repetitions, warmup=args.warmup,
         calls_per_sample=args.calls_per_sample, compile_threads=args.compile_threads,
         max_seconds=args.max_seconds, small=args.small)

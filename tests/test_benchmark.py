@@ -182,6 +182,8 @@ def test_train_steps_materialization_and_inference_are_measured_and_reported():
      "--calls_per_sample: 0 must be >= 1"),
     (lambda: benchmark.resolve(benchmark.Options(model="vgg16"), "cpu"),
      "unknown model 'vgg16'"),
+    (lambda: benchmark.resolve(benchmark.Options(fraction=1.5), "cpu"),
+     r"--fraction: 1.5 is outside \(0, 1\]"),
     (lambda: inference_memory.parse_models("resnet50:fraction"), "must be NAME:fraction=F"),
     (lambda: inference_memory.parse_models("vgg:fraction=0.1"), "not a known model"),
 ])
@@ -196,3 +198,5 @@ def test_small_preset_and_auto_dtype():
     assert (preset.batch, preset.image_size, preset.model) == (4, 8, "resnet20")
     assert (dtype, smh_dtype, repetitions) == ("float32", "float32", 3)
     assert benchmark.resolve(benchmark.Options(), "gpu")[1] == "bfloat16"
+    sized = benchmark.resolve(benchmark.Options(preset="efficientnet_b4", fraction=0.1), "cpu")[0]
+    assert (sized.fraction, sized.target_params) == (0.1, None)

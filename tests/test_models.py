@@ -181,6 +181,13 @@ def test_cifar_param_count_matches_paper(name):
         assert abs(count / (paper_millions * 1e6) - 1) < 0.01
 
 
+def test_resnet8_is_the_family_member_with_one_block_per_stage():
+    params = _abstract_variables(models.create('resnet8', num_classes=10))['params']
+    assert [k for k in params if k.startswith('layer')] == [
+        'layer1_block0', 'layer2_block0', 'layer3_block0']
+    assert _count(params) == 75_290
+
+
 def test_cifar_resnet_option_a_shortcut_is_parameter_free():
     params = _abstract_variables(models.create('resnet20', num_classes=10))['params']
     names = ['/'.join(path) for path in traverse_util.flatten_dict(params)]

@@ -81,6 +81,7 @@ class Options:
     dtype: str = ""  # '': the preset's; float32, bfloat16, float16 or auto
     smh_dtype: str = "compute"  # dtype of the virtual matrix; 'compute' = dtype
     model: str = ""  # '': the preset's
+    fraction: float = 0.0  # 0: the preset's SMH size
     image_size: int = 0  # 0: the preset's
     repetitions: int = 0  # 0: 30 (small: 3)
     warmup: int = 2
@@ -135,6 +136,10 @@ def resolve(options: Options, backend: str) -> tuple[Preset, str, str, int]:
     if options.small:
         preset = dataclasses.replace(preset, batch=4,
                                      image_size=max(8, models.min_image_size(preset.model)))
+    if options.fraction:
+        if not 0 < options.fraction <= 1:
+            raise UserError(f"--fraction: {options.fraction} is outside (0, 1]")
+        preset = dataclasses.replace(preset, fraction=options.fraction, target_params=None)
     if options.batch:
         preset = dataclasses.replace(preset, batch=options.batch)
     if options.image_size:
