@@ -31,3 +31,21 @@ def set_keys(config: ml_collections.ConfigDict, overrides: dict[str, Any],
             node = node[parent]
         node[leaf] = value
     return config
+
+
+# The one tiny run of every loop and command-line test: configs/quickstart.py (the 8x8
+# digits) with ResNet-8 at width 0.25 and a few steps. Tests that share it also share
+# compiled steps through the persistent compilation cache (conftest.py).
+TINY = {"model.name": "resnet8", "model.width_multiplier": 0.25, "batch_size": 16,
+        "eval_batch_size": 360, "num_steps": 4, "log_every_steps": 1,
+        "checkpoint_every_steps": 1, "keep_checkpoints": 10, "eval_every_steps": 0}
+
+
+def tiny_config(**overrides: Any) -> ml_collections.ConfigDict:
+    """The tiny quickstart with `overrides` ('smh.fraction'-style keys)."""
+    return set_keys(load_config_file("configs/quickstart.py"), {**TINY, **overrides})
+
+
+def tiny_flags(**overrides: Any) -> list[str]:
+    """The same run as train.py / eval.py flags."""
+    return [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]

@@ -12,14 +12,11 @@ import sys
 
 import numpy as np
 import pytest
+from config_helpers import tiny_flags
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MOCK_TFDS = os.path.join(ROOT, "tests", "mock_tfds.py")
-# The configs' own models, shrunk: ResNet-8 (for ResNet-20) at half width, a few steps.
-TINY = ["--config.model.name=resnet8", "--config.model.width_multiplier=0.5",
-        "--config.batch_size=32",
-        "--config.num_steps=4", "--config.log_every_steps=2",
-        "--config.checkpoint_every_steps=2", "--config.eval_batch_size=64"]
+TINY = tiny_flags()
 
 
 def run(args, devices=1, env=None, timeout=600):

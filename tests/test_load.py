@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from config_helpers import tiny_flags
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 STEPS, EVERY, KEEP = 2000, 50, 3
@@ -22,12 +23,10 @@ STEPS, EVERY, KEEP = 2000, 50, 3
 # TensorStore's Python bindings, part allocator retention). A leak of 21 KB per step
 # (e.g. kept metrics) or 1 MB per checkpoint would exceed it.
 RSS_TOLERANCE_MB = 40.0
-COMMAND = [
-    "train.py", "--config=configs/quickstart.py", "--config.model.width_multiplier=0.25",
-    "--config.batch_size=16", f"--config.num_steps={STEPS}", f"--config.log_every_steps={EVERY}",
-    f"--config.checkpoint_every_steps={EVERY}", f"--config.keep_checkpoints={KEEP}",
-    "--config.eval_every_steps=0", "--config.eval_batch_size=360",
-]
+# The tiny run at the quickstart's own ResNet-20 (the figures in docs/reliability.md).
+COMMAND = ["train.py", "--config=configs/quickstart.py", *tiny_flags(
+    **{"model.name": "resnet20"}, num_steps=STEPS, log_every_steps=EVERY,
+    checkpoint_every_steps=EVERY, keep_checkpoints=KEEP)]
 
 
 def rss_mb(pid: int) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from config_helpers import set_keys
+from config_helpers import set_keys, tiny_config
 from flax import nnx
 
 import smh_jax
@@ -382,12 +382,7 @@ def test_config_model_api_is_validated(overrides, message):
 
 
 def test_trainer_runs_the_nnx_twin_and_linen_evaluates_its_checkpoint(tmp_path):
-    config = set_keys(config_base.base_config(), {
-        "model.name": "resnet8", "model.api": "nnx", "model.width_multiplier": 0.25,
-        "dataset.name": "digits", "dataset.source": "digits", "dataset.image_size": 8,
-        "dataset.augment": "none", "smh.fraction": 0.25, "batch_size": 32,
-        "eval_batch_size": 120, "num_steps": 4, "log_every_steps": 2,
-        "checkpoint_every_steps": 4, "optimizer.learning_rate": 0.05})
+    config = tiny_config(**{"model.api": "nnx", "checkpoint_every_steps": 4})
     summary = trainer.train_and_evaluate(config, str(tmp_path))
     assert summary["method"] == "smh" and summary["steps"] == 4
     config.model.api = "linen"

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from config_helpers import set_keys
+from config_helpers import tiny_config
 
 import smh_jax
 from smh_jax.core import projection, tree_paths
@@ -18,7 +18,7 @@ from smh_jax.formats import dense_export as export
 from smh_jax.formats import warm_start
 from smh_jax.linen.compress import build_model_layout
 from smh_jax.models.spec import ModelSpec, abstract_variables
-from smh_jax.training import checkpointing, config_base
+from smh_jax.training import checkpointing
 from smh_jax.training import experiment as experiment_lib
 from smh_jax.training.train_state import new_state
 
@@ -186,21 +186,7 @@ def test_what_cannot_be_projected_is_refused(options, message):
 
 
 def _digits_config(**overrides):
-    c = config_base.base_config()
-    c.model.name = "resnet8"
-    c.model.width_multiplier = 0.25
-    c.dataset.name = "digits"
-    c.dataset.source = "digits"
-    c.dataset.image_size = 8
-    c.dataset.augment = "none"
-    c.smh.fraction = 0.25
-    c.batch_size = 16
-    c.eval_batch_size = 360
-    c.num_steps = 1
-    c.log_every_steps = 1
-    c.checkpoint_every_steps = 1
-    c.async_checkpointing = False
-    return set_keys(c, overrides)
+    return tiny_config(**{"num_steps": 1, "async_checkpointing": False, **overrides})
 
 
 @pytest.fixture(scope="module")

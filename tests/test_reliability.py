@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from config_helpers import load_config_file, set_keys
+from config_helpers import tiny_config, tiny_flags
 
 from smh_jax.errors import UserError
 from smh_jax.training import checkpointing, trainer
@@ -32,22 +32,12 @@ from smh_jax.training import experiment as experiment_lib
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-# The quickstart shrunk to a few seconds (ResNet-8 for its ResNet-20): what the
-# command-line cases below run too.
-TINY = {"model.name": "resnet8", "model.width_multiplier": 0.25, "batch_size": 16,
-        "eval_batch_size": 360, "num_steps": 4, "log_every_steps": 1, "checkpoint_every_steps": 1,
-        "keep_checkpoints": 10, "eval_every_steps": 0}
-TINY_FLAGS = [f"--config.{k}={v}" for k, v in TINY.items()]
-
-
-def quickstart(**overrides) -> ml_collections.ConfigDict:
-    """configs/quickstart.py with TINY and `overrides` ('smh.fraction'-style keys)."""
-    return set_keys(load_config_file("configs/quickstart.py"), {**TINY, **overrides})
+TINY_FLAGS = tiny_flags()
 
 
 def raw_config(edit) -> ml_collections.ConfigDict:
     """A config built from a plain dict, as a config file may build one: no type safety."""
-    tree = quickstart().to_dict()
+    tree = tiny_config().to_dict()
     edit(tree)
     return ml_collections.ConfigDict(tree)
 
@@ -145,7 +135,7 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("name,change,message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
 def test_bad_input_is_a_user_error_before_the_workdir_exists(tmp_path, name, change, message):
-    config = raw_config(change) if callable(change) else quickstart(**change)
+    config = raw_config(change) if callable(change) else tiny_config(**change)
     workdir = tmp_path / "run"
     with pytest.raises(UserError, match=message) as error:
         trainer.train_and_evaluate(config, str(workdir))
@@ -162,7 +152,7 @@ def test_bad_input_is_a_user_error_before_the_workdir_exists(tmp_path, name, cha
 def test_unprepared_or_unknown_tfds_dataset_says_how_to_prepare_it(tmp_path, name, message):
     empty = tmp_path / "tfds"
     empty.mkdir()
-    config = quickstart(**{"dataset.source": "tfds", "dataset.name": name,
+    config = tiny_config(**{"dataset.source": "tfds", "dataset.name": name,
                            "dataset.data_dir": str(empty), "dataset.image_size": 32})
     with pytest.raises(UserError, match=message):
         trainer.train_and_evaluate(config, str(tmp_path / "run"))
@@ -171,7 +161,7 @@ def test_unprepared_or_unknown_tfds_dataset_says_how_to_prepare_it(tmp_path, nam
 
 def _named_smallest_fraction() -> float:
     with pytest.raises(UserError, match="smallest allowed fraction is") as error:
-        experiment_lib.build_experiment(quickstart(**{"smh.fraction": 1e-4}))
+        experiment_lib.build_experiment(tiny_config(**{"smh.fraction": 1e-4}))
     return float(re.search(r"smallest allowed fraction is ([0-9.e-]+)",
                            str(error.value)).group(1))
 
@@ -180,16 +170,16 @@ def test_fraction_below_one_rank_names_the_smallest_allowed_fraction(tmp_path):
     smallest = _named_smallest_fraction()  # 2n / N rounded up to 4 significant digits
     # The named fraction is the boundary to within its printed precision: just above it
     # builds, just below it is refused, before any workdir exists.
-    experiment_lib.build_experiment(quickstart(**{"smh.fraction": smallest * 1.001}))
+    experiment_lib.build_experiment(tiny_config(**{"smh.fraction": smallest * 1.001}))
     with pytest.raises(UserError, match="smallest allowed fraction"):
-        trainer.train_and_evaluate(quickstart(**{"smh.fraction": smallest * 0.999}),
+        trainer.train_and_evaluate(tiny_config(**{"smh.fraction": smallest * 0.999}),
                                    str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 
 def test_the_named_smallest_fraction_itself_is_accepted():
     # Rounded up, not to nearest: 262 / 16,910 = 0.015494 is named 0.0155, not 0.01549.
-    experiment_lib.build_experiment(quickstart(**{"smh.fraction": _named_smallest_fraction()}))
+    experiment_lib.build_experiment(tiny_config(**{"smh.fraction": _named_smallest_fraction()}))
 
 
 def test_unwritable_workdir_is_refused_before_anything_is_written(tmp_path):
@@ -197,22 +187,22 @@ def test_unwritable_workdir_is_refused_before_anything_is_written(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(UserError, match=r"--workdir '.*a_file/run' is not writable \(Not a "
                                         r"directory\)"):
-        trainer.train_and_evaluate(quickstart(), str(blocker / "run"))
+        trainer.train_and_evaluate(tiny_config(), str(blocker / "run"))
     assert blocker.read_text() == "not a directory"
     if os.geteuid() != 0:  # root writes anywhere; the permission case needs a normal user
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(UserError, match=r"is not writable \(Permission denied\)"):
-            trainer.train_and_evaluate(quickstart(), str(locked / "run"))
+            trainer.train_and_evaluate(tiny_config(), str(locked / "run"))
         assert os.listdir(locked) == []
 
 
 def test_eval_of_a_workdir_without_checkpoints_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"--workdir '.*' holds no checkpoints"):
-        trainer.restore_for_eval(quickstart(), str(tmp_path))
+        trainer.restore_for_eval(tiny_config(), str(tmp_path))
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(UserError, match=r"holds no complete checkpoint"):
-        trainer.restore_for_eval(quickstart(), str(tmp_path))
+        trainer.restore_for_eval(tiny_config(), str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -231,7 +221,7 @@ def trained(tmp_path_factory):
     Trained once per test run (the first worker to get here, under a lock) and copied, so
     each worker's tests see a workdir no other process touches.
     """
-    config = quickstart(eval_every_steps=2)
+    config = tiny_config(eval_every_steps=2)
     original = shared_dir(tmp_path_factory, "reliability_trained")
     with open(f"{original}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -266,7 +256,7 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_field_and_nothing_cha
     before = snapshot(workdir)
     assert "config.json" in before and "summary.json" in before
     for change, named in MISMATCHES:
-        mismatched = quickstart(**change)
+        mismatched = tiny_config(**change)
         for attempt in (trainer.train_and_evaluate, trainer.restore_for_eval):  # train, eval
             with pytest.raises(UserError, match="was written by a different run") as error:
                 attempt(mismatched, workdir)
@@ -353,7 +343,7 @@ def test_command_line_errors_are_one_line_with_the_right_exit_status(trained, tm
     workdir = os.path.join(str(tmp_path), "nonfinite")
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2", "3"]
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
-    config = quickstart(**INFINITE_LR_AT_3, num_steps=6, log_every_steps=100)
+    config = tiny_config(**INFINITE_LR_AT_3, num_steps=6, log_every_steps=100)
     for step in (1, 2, 3):
         params, _ = params_at(config, workdir, step)
         assert all(np.isfinite(x).all() for x in jax.tree.leaves(params)), step
@@ -425,7 +415,7 @@ def test_same_config_and_seed_give_the_same_metrics(trained, tmp_path):
 
 
 def test_nonfinite_skip_skips_and_counts_every_bad_step(tmp_path):
-    config = quickstart(num_steps=6, checkpoint_every_steps=3, nonfinite="skip",
+    config = tiny_config(num_steps=6, checkpoint_every_steps=3, nonfinite="skip",
                         **INFINITE_LR_AT_3)
     workdir = str(tmp_path / "run")
     summary = trainer.train_and_evaluate(config, workdir)

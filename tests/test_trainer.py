@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import mock_tfds
 import numpy as np
 import pytest
-from config_helpers import set_keys
+from config_helpers import tiny_config
 
 import smh_jax
 from smh_jax.core.tree_paths import jax_path_str
@@ -26,22 +26,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def digits_config(**overrides):
-    """A few steps of a narrow ResNet-8 on the digits (fast on CPU)."""
-    c = config_base.base_config()
-    c.model.name = "resnet8"
-    c.model.width_multiplier = 0.5
-    c.dataset.name = "digits"
-    c.dataset.source = "digits"
-    c.dataset.image_size = 8
-    c.dataset.augment = "none"
-    c.smh.fraction = 0.25
-    c.batch_size = 32
-    c.eval_batch_size = 64
-    c.num_steps = 6
-    c.log_every_steps = 2
-    c.checkpoint_every_steps = 3
-    c.optimizer.learning_rate = 0.05
-    return set_keys(c, overrides)
+    """The tests' tiny run (config_helpers.TINY) for 6 steps at a constant learning rate,
+    with checkpoints at steps 3 and 6."""
+    return tiny_config(**{"num_steps": 6, "log_every_steps": 2, "checkpoint_every_steps": 3,
+                          "schedule.name": "constant", "schedule.warmup_epochs": 0.0,
+                          "optimizer.learning_rate": 0.05, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +78,8 @@ def test_mock_tfds_cifar10_on_8_devices(tfds_root, tmp_path, fraction):
 
 
 def test_state_sharding_follows_the_rules():
-    # side=144 (>= ceil(sqrt(N)) = 138) makes the virtual matrix's columns split 8 ways.
-    experiment = experiment_lib.build_experiment(digits_config(**{"smh.side": 144}, sharding_rules=(
+    # side=72 (>= ceil(sqrt(N)) = 70) makes the virtual matrix's columns split 8 ways.
+    experiment = experiment_lib.build_experiment(digits_config(**{"smh.side": 72}, sharding_rules=(
         ("smh/pool/b$", (None, "data")),)))
     sharded = {jax_path_str(p): s.spec for p, s in
                jax.tree_util.tree_flatten_with_path(experiment.state_shardings)[0]}
@@ -102,7 +91,7 @@ def test_state_sharding_follows_the_rules():
 
 def test_sharding_rule_that_cannot_split_is_refused():
     with pytest.raises(UserError, match="cannot be split 8 ways"):
-        # n = ceil(sqrt(N)) = 138 rows of A do not split over 8 devices.
+        # n = ceil(sqrt(N)) = 70 rows of A do not split over 8 devices.
         experiment_lib.build_experiment(
             digits_config(sharding_rules=(("smh/pool/a$", ("data", None)),)))
 
