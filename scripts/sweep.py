@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an #SBATCH line, e.g. --slurm_option=--time=02:00:00 "
                         "(default --gres=gpu:1)")
     p.add_argument("--collect_only", action="store_true", help="only aggregate ROOT")
-    p.add_argument("--out_dir", help="where NAME.csv/.md/.png/.svg go (default ROOT)")
+    p.add_argument("--out_dir", help="where NAME.csv, NAME_tables.md, .png, .svg go (default ROOT)")
     p.add_argument("--name", default="results", help="file name stem of the results")
     p.add_argument("--python", default=sys.executable, help="interpreter for train.py")
     p.add_argument("--train_script", default=TRAIN_SCRIPT, help="the train.py to run")

@@ -88,9 +88,9 @@ def test_report_has_one_row_per_selected_run_and_the_search(swept, tmp_path):
     assert {r["method"] for r in table} == {"dense", "smh", "hashnet"}
     with open(tmp_path / "tiny_search.csv") as f:
         assert len(list(csv.DictReader(f))) == 3 * 2
-    text = (tmp_path / "tiny.md").read_text()
+    text = (tmp_path / "tiny_tables.md").read_text()
     assert "[9.99]" in text and "| hashnet | 0.25 |" not in text  # labels, not raw floats
-    assert str(tmp_path / "tiny.md") in paths
+    assert str(tmp_path / "tiny_tables.md") in paths
 
 
 def test_the_sweep_command_runs_resident_presets(swept, tmp_path):

@@ -190,7 +190,8 @@ def markdown(rows: Sequence[dict], groups: dict[tuple, dict]) -> str:
 
 def write_results(root: str, out_dir: str, name: str, references: Sequence[Reference] = (),
                   title: str = "") -> dict[str, str]:
-    """NAME.csv, .md, .png and .svg of everything under ROOT; returns their paths.
+    """NAME.csv, NAME_tables.md, NAME.png and NAME.svg of everything under ROOT; returns
+    their paths. The tables never overwrite a hand-written results page NAME.md.
 
     Title and references default to those the sweep recorded in ROOT/sweep.json.
     """
@@ -201,7 +202,8 @@ def write_results(root: str, out_dir: str, name: str, references: Sequence[Refer
     title = title or plan.get("title", "")
     groups = group_rows(rows)
     os.makedirs(out_dir, exist_ok=True)
-    paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("csv", "md", "png", "svg")}
+    paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("csv", "png", "svg")}
+    paths["md"] = os.path.join(out_dir, f"{name}_tables.md")
     write_csv(rows, paths["csv"])
     with open(paths["md"], "w", encoding="utf-8") as f:
         f.write(markdown(rows, groups))

@@ -5,7 +5,7 @@ From every `ROOT/<group>/result.json`:
   test_error at the best-validation epoch, final_test_error, best_epoch, epochs,
   wall_seconds, learning_rate, variant), errors in percent;
 - `NAME_search.csv`: every run of every learning-rate search (the first seed);
-- `NAME.md`: per network, the mean test error of each method at each compression next
+- `NAME_tables.md`: per network, the mean test error of each method at each compression next
   to the published one, the learning rates chosen, and what one shared learning rate
   would have given each method;
 - `NAME.png` / `.svg`: test error vs compression (log scale), ours solid, published
@@ -232,13 +232,16 @@ def plot(results: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]]
 
 def write(root: str, out_dir: str, name: str, references: Sequence[dict[str, Any]] = (),
           title: str = "") -> list[str]:
-    """Writes NAME.csv, NAME_search.csv, NAME.md and the plot; returns the paths."""
+    """Writes NAME.csv, NAME_search.csv, NAME_tables.md and the plot; returns the paths.
+
+    The tables go to NAME_tables.md so that a hand-written NAME.md beside them (the
+    results page that discusses them) is never overwritten."""
     results = load_results(root)
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, name)
     write_csv(rows(results), CSV_COLUMNS, f"{stem}.csv")
     write_csv(search_rows(results), SEARCH_COLUMNS, f"{stem}_search.csv")
-    with open(f"{stem}.md", "w", encoding="utf-8") as f:
+    with open(f"{stem}_tables.md", "w", encoding="utf-8") as f:
         f.write(markdown(results, references))
-    return [f"{stem}.csv", f"{stem}_search.csv", f"{stem}.md",
+    return [f"{stem}.csv", f"{stem}_search.csv", f"{stem}_tables.md",
             *plot(results, references, title, stem)]
