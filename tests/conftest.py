@@ -6,14 +6,17 @@ eval.py subprocesses, which inherit the environment): the cache compiles each on
 """
 
 import os
+import shutil
 import tempfile
 
 # Must be set before JAX initializes its backends.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="smh_jax_xla_cache_")
+    _OWN_CACHE = tempfile.mkdtemp(prefix="smh_jax_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import hypothesis  # noqa: E402
@@ -21,3 +24,9 @@ import hypothesis  # noqa: E402
 hypothesis.settings.register_profile("default", deadline=None, max_examples=25,
                                      print_blob=True)
 hypothesis.settings.load_profile("default")
+
+
+def pytest_sessionfinish(session):
+    """The process that made the cache (the controller under xdist) removes it."""
+    if _OWN_CACHE and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
