@@ -11,23 +11,20 @@ from 1/64 to 1. Expected runtime: about 60 minutes on 2 CPU cores (less with a s
 root).
 """
 
-import importlib.util
 import os
 
-from smh_jax.experiments import published
+from smh_jax.experiments import published, sweep_plan
 
 
 def _tables():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hashednets_mnist.py")
-    spec = importlib.util.spec_from_file_location("hashednets_mnist", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The `hashednets_mnist` preset (its protocol), loaded from beside this file."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return sweep_plan.load_preset_config(os.path.join(here, "hashednets_mnist.py"))[1]
 
 
 def get_config(arg=None):
     del arg
-    c = _tables().get_config()
+    c = _tables()
     c.title = "MNIST 3-layer MLP: test error vs compression"
     c.seeds = (0,)
     c.groups = [dict(net="mlp3", method=m, compression=f)
