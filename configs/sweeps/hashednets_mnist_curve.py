@@ -16,15 +16,11 @@ import os
 from smh_jax.experiments import published, sweep_plan
 
 
-def _tables():
-    """The `hashednets_mnist` preset (its protocol), loaded from beside this file."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    return sweep_plan.load_preset_config(os.path.join(here, "hashednets_mnist.py"))[1]
-
-
 def get_config(arg=None):
     del arg
-    c = _tables()
+    # The protocol of `hashednets_mnist`, the preset beside this file.
+    _, c = sweep_plan.load_preset_config(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "hashednets_mnist.py"))
     c.title = "MNIST 3-layer MLP: test error vs compression"
     c.seeds = (0,)
     c.groups = [dict(net="mlp3", method=m, compression=f)
