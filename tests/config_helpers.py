@@ -34,11 +34,20 @@ def set_keys(config: ml_collections.ConfigDict, overrides: dict[str, Any],
 
 
 # The one tiny run of every loop and command-line test: configs/quickstart.py (the 8x8
-# digits) with ResNet-8 at width 0.25 and a few steps. Tests that share it also share
-# compiled steps through the persistent compilation cache (conftest.py).
-TINY = {"model.name": "resnet8", "model.width_multiplier": 0.25, "batch_size": 16,
+# digits) with a one-hidden-layer MLP (64-32-10, dropout) and a few steps: it compiles in
+# a fraction of a second, so the loop, checkpoint and command-line paths dominate. Tests
+# of convolutions and BatchNorm state in the loop name `model.name=resnet8` (no
+# `hidden_sizes`). Tests that share a config also share compiled steps through the
+# persistent compilation cache (conftest.py).
+TINY = {"model.name": "mlp", "model.hidden_sizes": (32,), "model.dropout_rate": 0.1,
+        "batch_size": 16,
         "eval_batch_size": 360, "num_steps": 4, "log_every_steps": 1,
         "checkpoint_every_steps": 1, "keep_checkpoints": 10, "eval_every_steps": 0}
+
+
+# The same run with ResNet-8 (x0.25) in place of the MLP: convolutions and BatchNorm state.
+RESNET8 = {"model.name": "resnet8", "model.width_multiplier": 0.25, "model.hidden_sizes": None,
+           "model.dropout_rate": None}
 
 
 def tiny_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -47,5 +56,6 @@ def tiny_config(**overrides: Any) -> ml_collections.ConfigDict:
 
 
 def tiny_flags(**overrides: Any) -> list[str]:
-    """The same run as train.py / eval.py flags."""
-    return [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
+    """The same run as train.py / eval.py flags; a None value leaves the config file's
+    setting (a flag cannot reset a field to None)."""
+    return [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items() if v is not None]

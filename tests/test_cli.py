@@ -57,23 +57,7 @@ def test_quickstart_command_trains_evaluates_and_exports(tmp_path):
     assert evaluation["trainable_params"] == summary["trainable_params"]
     # The export describes the plain model (test_trainer restores one and compares logits).
     with open(os.path.join(export_dir, "model.json")) as f:
-        assert json.load(f)["name"] == "resnet8"
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--config.smh.fractoin=0.1"], "fractoin"),
-    (["--config.batch_size=abc"], "batch_size"),
-    (["--config.smh.fraction=1.5"], "smh.fraction: 1.5 is outside the allowed range"),
-    (["--config.model.name=resnet33"], "'resnet33' is not a known model"),
-])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    workdir = tmp_path / "w"
-    result = run(["train.py", "--config=configs/quickstart.py", f"--workdir={workdir}", *args])
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert not workdir.exists()  # nothing created before the error
+        assert json.load(f)["name"] == "mlp"
 
 
 @pytest.mark.slow  # minutes of B4 compilation; the default run sizes this config

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from config_helpers import tiny_flags
+from config_helpers import RESNET8, tiny_flags
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 STEPS, EVERY, KEEP = 2000, 50, 3
@@ -25,7 +25,7 @@ STEPS, EVERY, KEEP = 2000, 50, 3
 RSS_TOLERANCE_MB = 40.0
 # The tiny run at the quickstart's own ResNet-20 (the figures in docs/reliability.md).
 COMMAND = ["train.py", "--config=configs/quickstart.py", *tiny_flags(
-    **{"model.name": "resnet20"}, num_steps=STEPS, log_every_steps=EVERY,
+    **{**RESNET8, "model.name": "resnet20"}, num_steps=STEPS, log_every_steps=EVERY,
     checkpoint_every_steps=EVERY, keep_checkpoints=KEEP)]
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from config_helpers import tiny_config
+from config_helpers import RESNET8, tiny_config
 
 import smh_jax
 from smh_jax.core import projection, tree_paths
@@ -186,7 +186,7 @@ def test_what_cannot_be_projected_is_refused(options, message):
 
 
 def _digits_config(**overrides):
-    return tiny_config(**{"num_steps": 1, "async_checkpointing": False, **overrides})
+    return tiny_config(**{**RESNET8, "num_steps": 1, "async_checkpointing": False, **overrides})
 
 
 @pytest.fixture(scope="module")

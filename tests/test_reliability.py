@@ -110,7 +110,7 @@ BAD_INPUT = [
     ("fraction nan", {"smh.fraction": math.nan}, r"smh\.fraction: nan is not finite"),
     ("fraction inf", {"smh.fraction": math.inf}, r"smh\.fraction: inf is not finite"),
     ("include selects nothing", {"smh.include": "no_such_layer"},
-     r"include=\['no_such_layer'\] .* select no parameter to hash; the parameters are: conv1"),
+     r"include=\['no_such_layer'\] .* select no parameter to hash; the parameters are: fc1/kernel"),
     ("exclude drops everything", {"smh.exclude": "."},
      r"exclude=\['\.'\] select no parameter to hash"),
     ("batch vs devices", {"batch_size": 12},
@@ -237,15 +237,15 @@ def trained(tmp_path_factory):
 
 
 MISMATCHES = [
-    ({"model.name": "resnet32"}, "model.name: checkpoint has 'resnet8', this config has "
-                                 "'resnet32'"),
-    ({"model.width_multiplier": 0.5}, "model.width_multiplier: checkpoint has 0.25"),
+    ({"model.name": "mlp3"}, "model.name: checkpoint has 'mlp', this config has "
+                             "'mlp3'"),
+    ({"model.width_multiplier": 0.5}, "model.width_multiplier: checkpoint has 1.0"),
     ({"smh.fraction": 0.5}, "smh.pool.M: checkpoint has"),
     ({"smh.pool": "kronecker"}, "smh.pool.pool: checkpoint has 'product', this config has "
                                 "'kronecker'"),
     ({"smh.fraction": 0.0}, "smh: checkpoint has an SMH layout, this config has None (the "
                             "checkpoint is SMH-compressed, this config is dense"),
-    ({"smh.include": "conv"}, "smh.hashed: checkpoint has 9 entries, this config has"),
+    ({"smh.include": "fc1"}, "smh.hashed: checkpoint has 4 entries, this config has"),
     ({"dataset.name": "digits_v2"}, "dataset.name: checkpoint has 'digits', this config has "
                                     "'digits_v2'"),
 ]
@@ -282,9 +282,19 @@ def _cli_cases(tmp, trained_workdir):
     train = ["train.py", "--config=configs/quickstart.py", *TINY_FLAGS]
     evaluate = ["eval.py", "--config=configs/quickstart.py", *TINY_FLAGS]
     fresh = {name: os.path.join(tmp, name) for name in
-             ("npz", "include", "batch", "nonfinite")}
+             ("npz", "include", "batch", "nonfinite", "key", "value", "range", "model")}
     nonfinite = [f"--config.{k}={v}" for k, v in INFINITE_LR_AT_3.items()]
     return [
+        # Flag parsing and config validation: exit status 2 before anything is written.
+        ("unknown config key", [*train, f"--workdir={fresh['key']}",
+                                "--config.smh.fractoin=0.1"], 1, 2, "fractoin", fresh["key"]),
+        ("unparsable value", [*train, f"--workdir={fresh['value']}", "--config.batch_size=abc"],
+         1, 2, "batch_size", fresh["value"]),
+        ("fraction out of range", [*train, f"--workdir={fresh['range']}",
+                                   "--config.smh.fraction=1.5"], 1, 2,
+         "smh.fraction: 1.5 is outside the allowed range", fresh["range"]),
+        ("unknown model", [*train, f"--workdir={fresh['model']}", "--config.model.name=resnet33"],
+         1, 2, "'resnet33' is not a known model", fresh["model"]),
         ("train refuses another run's checkpoint",
          [*train, f"--workdir={trained_workdir}", "--config.smh.pool=kronecker"], 1, 2,
          "smh.pool.pool: checkpoint has 'product', this config has 'kronecker'",
