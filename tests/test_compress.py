@@ -50,15 +50,16 @@ def test_same_outputs_and_collections_as_the_original():
     model = SmallCNN()
     compressed = smh_jax.compress(model, fraction=0.25)
     x, _ = _data(4)
-    dense_vars = model.init(RNGS, x)
-    variables = compressed.init(RNGS, x)
+    dense_vars = jax.jit(model.init)(RNGS, x)
+    variables = jax.jit(compressed.init)(RNGS, x)
     assert set(variables) == set(dense_vars) == {"params", "batch_stats"}
     # batch_stats pass through untouched, laid out exactly as the original's.
     assert jax.tree.structure(variables["batch_stats"]) == jax.tree.structure(
         dense_vars["batch_stats"])
-    y, updates = compressed.apply(variables, x, rngs={"dropout": jax.random.key(2)},
-                                  mutable=["batch_stats"])
-    assert y.shape == model.apply(dense_vars, x, train=False).shape == (4, 10)
+    y, updates = jax.jit(functools.partial(compressed.apply, mutable=["batch_stats"]))(
+        variables, x, rngs={"dropout": jax.random.key(2)})
+    dense_y = jax.eval_shape(functools.partial(model.apply, train=False), dense_vars, x)
+    assert y.shape == dense_y.shape == (4, 10)
     assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(
         dense_vars["batch_stats"])
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), updates["batch_stats"],
@@ -133,13 +134,13 @@ def test_virtual_entries_have_unit_std_and_layers_their_own_init_std():
     model = WideCNN()
     compressed = smh_jax.compress(model, fraction=0.1)
     x = jnp.zeros((1, 8, 8, 3))
-    variables = compressed.init(jax.random.key(3), x)
+    variables = jax.jit(compressed.init)(jax.random.key(3), x)
     params = variables["params"]["smh"]
     virtual = np.asarray(smh_jax.core.materialize.virtual_weights(params))
     virtual = virtual[:params.layout.num_hashed]
     assert abs(virtual.std() - 1.0) < 0.03 and abs(virtual.mean()) < 0.03
     dense = compressed.materialize(variables["params"])
-    reference = model.init(jax.random.key(4), x)["params"]  # a fresh draw of the original init
+    reference = jax.jit(model.init)(jax.random.key(4), x)["params"]  # a fresh original init
     for name in ("Conv_0", "Conv_1", "Conv_2", "Dense_0"):
         got, want = float(dense[name]["kernel"].std()), float(reference[name]["kernel"].std())
         assert abs(got / want - 1.0) < 0.10, (name, got, want)
@@ -148,14 +149,14 @@ def test_virtual_entries_have_unit_std_and_layers_their_own_init_std():
 def test_gradients_reach_factors_scales_and_unhashed():
     compressed = smh_jax.compress(SmallCNN(), fraction=0.25)
     x, y = _data(8)
-    variables = compressed.init(RNGS, x)
+    variables = jax.jit(compressed.init)(RNGS, x)
 
     def loss(params):
         logits, _ = compressed.apply({**variables, "params": params}, x, mutable=["batch_stats"],
                                      rngs={"dropout": jax.random.key(0)})
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    grads = jax.grad(loss)(variables["params"])["smh"]
+    grads = jax.jit(jax.grad(loss))(variables["params"])["smh"]
     for name, leaf in [("a", grads.pool["a"]), ("b", grads.pool["b"]),
                        ("scale", grads.modifiers["scale"]),
                        ("bn", grads.unhashed["stem_bn"]["scale"])]:
@@ -258,7 +259,7 @@ class ShiftedNet(nn.Module):
 
 
 def _fit(compressed, x, y, steps=60):
-    params = compressed.init(jax.random.key(3), x)["params"]
+    params = jax.jit(compressed.init)(jax.random.key(3), x)["params"]
     tx = optax.adam(1e-2)
     opt_state = tx.init(params)
 
@@ -277,7 +278,7 @@ def _fit(compressed, x, y, steps=60):
 def test_constant_and_nonzero_mean_inits_start_at_their_mean_and_train():
     compressed = smh_jax.compress(ShiftedNet(), fraction=0.5)
     x = jax.random.normal(jax.random.key(0), (64, 8))
-    variables = compressed.init(jax.random.key(3), x)
+    variables = jax.jit(compressed.init)(jax.random.key(3), x)
     start = compressed.materialize(variables["params"])
     np.testing.assert_array_equal(start["norm"]["gain"], np.ones(32))  # exactly its constant
     d2 = np.asarray(start["d2"]["kernel"])  # uniform(0.1) is U[0, 0.1): mean 0.05

@@ -29,10 +29,14 @@ def tiny_preset(path: str) -> ml_collections.ConfigDict:
     c.seeds = (0, 1)
     small = dict(hidden_sizes=(16,))
     c.groups = [dict(net="mlp", method="dense", model=small),
-                dict(net="mlp", method="smh", compression=0.25, model=small),
-                dict(net="mlp", method="hashnet", compression=0.25, model=small)]
-    c.references = [dict(net="mlp", method="hashnet", compression=0.25, test_error=9.99)]
+                dict(net="mlp", method="smh", compression=0.25, model=small)]
+    c.references = [dict(net="mlp", method="smh", compression=0.25, test_error=9.99)]
     return c
+
+
+# The tests of one swept root run on one xdist worker (`--dist loadgroup`), so the sweep
+# runs once.
+SWEPT = pytest.mark.xdist_group("tiny_sweep")
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,7 @@ def swept(tmp_path_factory):
     return plan, root, str(data)
 
 
+@SWEPT
 def test_each_group_selects_its_rate_on_validation_then_trains_every_seed(swept):
     plan, root, _ = swept
     for group in plan.groups:
@@ -66,6 +71,7 @@ def test_each_group_selects_its_rate_on_validation_then_trains_every_seed(swept)
         assert all(r["learning_rate"] == best["learning_rate"] for r in result["runs"])
 
 
+@SWEPT
 def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept):
     plan, root, data = swept
     path = os.path.join(root, plan.groups[0].directory, grid.RESULT_FILE)
@@ -78,21 +84,23 @@ def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept):
         grid.run(grid.plan_from_config("tiny", changed), root, log=lambda _: None)
 
 
+@SWEPT
 def test_report_has_one_row_per_selected_run_and_the_search(swept, tmp_path):
     plan, root, _ = swept
     paths = grid_report.write(root, str(tmp_path), "tiny", plan.references, plan.title)
     with open(tmp_path / "tiny.csv") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == list(grid_report.CSV_COLUMNS)
-    assert len(table) == 3 * 2  # three groups, two seeds
-    assert {r["method"] for r in table} == {"dense", "smh", "hashnet"}
+    assert len(table) == 2 * 2  # two groups, two seeds
+    assert {r["method"] for r in table} == {"dense", "smh"}
     with open(tmp_path / "tiny_search.csv") as f:
-        assert len(list(csv.DictReader(f))) == 3 * 2
+        assert len(list(csv.DictReader(f))) == 2 * 2
     text = (tmp_path / "tiny_tables.md").read_text()
-    assert "[9.99]" in text and "| hashnet | 0.25 |" not in text  # labels, not raw floats
+    assert "[9.99]" in text and "| smh | 0.25 |" not in text  # labels, not raw floats
     assert str(tmp_path / "tiny_tables.md") in paths
 
 
+@SWEPT
 def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
     plan, root, data = swept
     preset = tmp_path / "tiny_preset.py"
@@ -113,6 +121,7 @@ def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
     assert bad.returncode == 2 and "the preset has no 'recipe.epochz'" in bad.stderr
 
 
+@SWEPT
 def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_path,
                                                                       monkeypatch):
     plan, _, _ = swept
@@ -136,6 +145,9 @@ def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_
 
 
 def test_bad_presets_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="mlp4_1-2: unknown setting; allowed: mlp3_1-64"):
+        sweep_plan.load_preset_config(os.path.join(
+            ROOT, "configs", "sweeps", "hashednets_mnist_smh_variants.py"), "mlp4_1-2")
     c = tiny_preset(str(tmp_path))
     c.groups = [dict(net="mlp", method="rer")]
     with pytest.raises(UserError, match="method 'rer' is not one of"):
@@ -153,9 +165,16 @@ RESIDENT_PRESETS = sorted(
         os.path.join(ROOT, "configs", "sweeps", n))[1].get("kind") == "resident")
 
 
-@pytest.mark.parametrize("path", RESIDENT_PRESETS, ids=lambda p: os.path.basename(p)[:-3])
-def test_every_resident_preset_builds_each_group_at_its_size(path):
-    name, config = sweep_plan.load_preset_config(path)
+# Each preset with its default setting; presets with settings, each other setting too.
+PRESET_SETTINGS = [(path, None) for path in RESIDENT_PRESETS] + [
+    (os.path.join(ROOT, "configs", "sweeps", "hashednets_mnist_smh_variants.py"), "mlp5_1-8")]
+
+
+@pytest.mark.parametrize("path,arg", PRESET_SETTINGS,
+                         ids=[os.path.basename(p)[:-3] + (f":{a}" if a else "")
+                              for p, a in PRESET_SETTINGS])
+def test_every_resident_preset_builds_each_group_at_its_size(path, arg):
+    name, config = sweep_plan.load_preset_config(path, arg)
     plan = grid.plan_from_config(name, config)
     assert plan.groups and plan.learning_rates == tuple(sorted(plan.learning_rates))
     for group in plan.groups:

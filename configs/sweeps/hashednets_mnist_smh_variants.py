@@ -1,11 +1,15 @@
-r"""Why SMH stands where it does at 1/64 of HashedNets' 3-layer MLP: SMH's options and
-neighbouring pools, each under the protocol of `hashednets_mnist` (its recipe, learning-
-rate grid, selection on validation and seeds).
+r"""SMH's options and neighbouring pools at one setting of HashedNets' MLPs, each under the
+protocol of `hashednets_mnist` (its recipe, learning-rate grid, selection on validation
+and seeds): where SMH stands against HashNet, and why.
 
     python scripts/sweep.py --preset=hashednets_mnist_smh_variants --root=/tmp/mnist \
-        --set dataset.path=/path/to/mnist --out_dir=docs/results --name=mnist_hashednets
+        --set dataset.path=/path/to/mnist --out_dir=docs/results --name=mnist_smh_variants
+    python scripts/sweep.py --preset=hashednets_mnist_smh_variants:mlp5_1-8 ...
 
-Groups (3-layer MLP at 1/64, about 12,420 stored variables):
+The argument picks the setting: `mlp3_1-64` (default; 3-layer MLP at 1/64, about 12,420
+stored variables) or `mlp5_1-8` (5-layer MLP at 1/8, about 349,600).
+
+Groups at mlp3_1-64:
   smh                       the library default: product pool A @ B (n = 892, M = 7),
                             learnable per-layer scale stored as a norm
   smh scale direct          the paper's plain learnable scale
@@ -16,23 +20,28 @@ Groups (3-layer MLP at 1/64, about 12,420 stored variables):
   smh side=1000             rows of the virtual matrix aligned with the first layer's
                             kernel rows (n = 1000; M = 6: 12,004 variables, 3% fewer)
   hashnet                   HashedNets (per-layer signed hashing), for reference
+Groups at mlp5_1-8:
+  smh                       the library default (n = 1673, M = 104)
+  smh pool=kronecker        sum of Kronecker products
+  smh side=2000             each virtual row holds two whole 1000-wide kernel rows
+                            (n = 2000, M = 87): every kernel's even rows lie in one rank-87
+                            row space and its odd rows in another, both shared by all
+                            layers (n = 1000 cannot hold the 2.8M weights)
+  hashnet                   for reference
 Sharing --root with `hashednets_mnist` reuses its smh and hashnet groups.
-Expected runtime: about 15 minutes on 2 CPU cores.
+Expected runtime on 2 CPU cores: about 15 minutes (mlp3_1-64); about 20 minutes per new
+mlp5_1-8 group (about 45 minutes with the shared root).
 """
 
 import os
 
+from smh_jax.errors import UserError
 from smh_jax.experiments import sweep_plan
 
 
-def get_config(arg=None):
-    del arg
-    # The protocol of `hashednets_mnist`, the preset beside this file.
-    _, c = sweep_plan.load_preset_config(
-        os.path.join(os.path.dirname(os.path.abspath(__file__)), "hashednets_mnist.py"))
-    c.title = "MNIST 3-layer MLP at 1/64: SMH variants"
+def _mlp3_at_1_64():
     f = 1 / 64
-    c.groups = [
+    return "MNIST 3-layer MLP at 1/64: SMH variants", [
         dict(net="mlp3", method="smh", compression=f),
         dict(net="mlp3", method="smh", compression=f,
              options=dict(scale_parameterization="direct")),
@@ -48,4 +57,29 @@ def get_config(arg=None):
              name="mlp3_smh_side-1000_1-64"),
         dict(net="mlp3", method="hashnet", compression=f),
     ]
+
+
+def _mlp5_at_1_8():
+    f = 1 / 8
+    return "MNIST 5-layer MLP at 1/8: SMH variants", [
+        dict(net="mlp5", method="smh", compression=f),
+        dict(net="mlp5", method="smh", compression=f, options=dict(pool="kronecker")),
+        dict(net="mlp5", method="smh", compression=f, options=dict(side=2000),
+             name="mlp5_smh_side-2000_1-8"),
+        dict(net="mlp5", method="hashnet", compression=f),
+    ]
+
+
+SETTINGS = {"mlp3_1-64": _mlp3_at_1_64, "mlp5_1-8": _mlp5_at_1_8}
+
+
+def get_config(arg=None):
+    setting = arg or "mlp3_1-64"
+    if setting not in SETTINGS:
+        raise UserError(f"--preset hashednets_mnist_smh_variants:{setting}: unknown setting; "
+                        f"allowed: {', '.join(SETTINGS)}")
+    # The protocol of `hashednets_mnist`, the preset beside this file.
+    _, c = sweep_plan.load_preset_config(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "hashednets_mnist.py"))
+    c.title, c.groups = SETTINGS[setting]()
     return c
