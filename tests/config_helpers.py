@@ -1,14 +1,27 @@
-"""Config helpers shared by the tests: load a config file, set dotted keys."""
+"""Helpers shared by the tests: config files, dotted keys, the tiny run, XLA flags, and
+directories built once per test run."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
-from typing import Any, Optional
+import pathlib
+import shutil
+from typing import Any, Callable, Optional
 
 import ml_collections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# XLA:CPU code generation without LLVM's expensive passes: the tests' programs are small,
+# so they cost compile time, not run time (this takes about a third off the suite).
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for a test process (or a subprocess) with `devices` simulated CPUs."""
+    return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE_FLAGS}"
 
 
 def load_config_file(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
@@ -59,3 +72,23 @@ def tiny_flags(**overrides: Any) -> list[str]:
     """The same run as train.py / eval.py flags; a None value leaves the config file's
     setting (a flag cannot reset a field to None)."""
     return [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items() if v is not None]
+
+
+def built_once(tmp_path_factory: Any, name: str,
+               build: Callable[[pathlib.Path], None]) -> pathlib.Path:
+    """The directory `build(path)` creates, built once per test run: the first pytest-xdist
+    worker to ask builds it under a lock, the others wait and reuse it. Read-only for the
+    tests (copy it to change it)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    done = shared.with_name(f"{name}.done")
+    with open(shared.with_name(f"{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                shutil.rmtree(shared, ignore_errors=True)
+                build(shared)
+                done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return shared

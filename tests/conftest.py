@@ -1,5 +1,6 @@
-"""Test-wide settings: 8 simulated CPU devices (sharding tests), quiet TensorFlow, and one
-persistent XLA compilation cache for the whole test run.
+"""Test-wide settings: 8 simulated CPU devices (sharding tests), cheap XLA:CPU code
+generation, quiet TensorFlow, and one persistent XLA compilation cache for the whole test
+run.
 
 Many tests compile the same small train/eval steps (in-process and in the train.py /
 eval.py subprocesses, which inherit the environment): the cache compiles each once.
@@ -9,8 +10,10 @@ import os
 import shutil
 import tempfile
 
+from config_helpers import xla_flags
+
 # Must be set before JAX initializes its backends.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _OWN_CACHE = None

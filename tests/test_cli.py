@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from config_helpers import tiny_flags
+from config_helpers import tiny_flags, xla_flags
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MOCK_TFDS = os.path.join(ROOT, "tests", "mock_tfds.py")
@@ -21,7 +21,7 @@ TINY = tiny_flags()
 
 def run(args, devices=1, env=None, timeout=600):
     """Runs a script of the repo; returns the CompletedProcess (text output)."""
-    full_env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    full_env = {**os.environ, "XLA_FLAGS": xla_flags(devices),
                 "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, text=True,
                           capture_output=True, timeout=timeout)
@@ -97,7 +97,7 @@ def test_two_processes_match_one_process(tmp_path):
     _ok(run([*common, f"--workdir={single}"], devices=4))
     double = str(tmp_path / "two")
     port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "XLA_FLAGS": xla_flags(2),
            "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     procs = [subprocess.Popen(
         [sys.executable, *common, f"--workdir={double}", f"--coordinator_address=localhost:{port}",

@@ -8,6 +8,7 @@ import sys
 
 import ml_collections
 import pytest
+from config_helpers import built_once
 from test_idx import make_mnist
 
 from smh_jax.errors import UserError
@@ -34,22 +35,19 @@ def tiny_preset(path: str) -> ml_collections.ConfigDict:
     return c
 
 
-# The tests of one swept root run on one xdist worker (`--dist loadgroup`), so the sweep
-# runs once.
-SWEPT = pytest.mark.xdist_group("tiny_sweep")
-
-
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    data = tmp_path_factory.mktemp("mnist")
-    make_mnist(str(data))
-    root = str(tmp_path_factory.mktemp("sweep"))
-    plan = grid.plan_from_config("tiny", tiny_preset(str(data)))
-    grid.run(plan, root, log=lambda _: None)
-    return plan, root, str(data)
+    """(plan, root, data) of the tiny preset, swept once per test run; root is read-only."""
+    def sweep(path):
+        make_mnist(str(path / "mnist"))
+        grid.run(grid.plan_from_config("tiny", tiny_preset(str(path / "mnist"))),
+                 str(path / "sweep"), log=lambda _: None)
+
+    shared = built_once(tmp_path_factory, "tiny_sweep", sweep)
+    data = str(shared / "mnist")
+    return grid.plan_from_config("tiny", tiny_preset(data)), str(shared / "sweep"), data
 
 
-@SWEPT
 def test_each_group_selects_its_rate_on_validation_then_trains_every_seed(swept):
     plan, root, _ = swept
     for group in plan.groups:
@@ -71,7 +69,6 @@ def test_each_group_selects_its_rate_on_validation_then_trains_every_seed(swept)
         assert all(r["learning_rate"] == best["learning_rate"] for r in result["runs"])
 
 
-@SWEPT
 def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept):
     plan, root, data = swept
     path = os.path.join(root, plan.groups[0].directory, grid.RESULT_FILE)
@@ -84,7 +81,6 @@ def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept):
         grid.run(grid.plan_from_config("tiny", changed), root, log=lambda _: None)
 
 
-@SWEPT
 def test_report_has_one_row_per_selected_run_and_the_search(swept, tmp_path):
     plan, root, _ = swept
     paths = grid_report.write(root, str(tmp_path), "tiny", plan.references, plan.title)
@@ -100,7 +96,6 @@ def test_report_has_one_row_per_selected_run_and_the_search(swept, tmp_path):
     assert str(tmp_path / "tiny_tables.md") in paths
 
 
-@SWEPT
 def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
     plan, root, data = swept
     preset = tmp_path / "tiny_preset.py"
@@ -121,7 +116,6 @@ def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
     assert bad.returncode == 2 and "the preset has no 'recipe.epochz'" in bad.stderr
 
 
-@SWEPT
 def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_path,
                                                                       monkeypatch):
     plan, _, _ = swept

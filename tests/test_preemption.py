@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from config_helpers import tiny_config, tiny_flags
+from config_helpers import tiny_config, tiny_flags, xla_flags
 
 from smh_jax.training import checkpointing, trainer
 
@@ -47,7 +47,7 @@ class Job:
     """One `train.py` process with the shared command; output goes to a log file."""
 
     def __init__(self, workdir, log, cache):
-        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        env = {**os.environ, "XLA_FLAGS": xla_flags(1),
                "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
                "JAX_COMPILATION_CACHE_DIR": cache,
                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",

@@ -8,7 +8,6 @@ conftest.py), through the real `train.py`/`eval.py` where it is about the comman
 test_preemption.py, the 2,000-step run in test_load.py; docs/reliability.md lists them all.
 """
 
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -23,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from config_helpers import tiny_config, tiny_flags
+from config_helpers import built_once, tiny_config, tiny_flags, xla_flags
 
 from smh_jax.errors import UserError
 from smh_jax.training import checkpointing, trainer
@@ -208,29 +207,16 @@ def test_eval_of_a_workdir_without_checkpoints_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- refusals
 
 
-def shared_dir(tmp_path_factory, name):
-    """A directory all pytest-xdist workers of this test run see (their basetemps' parent)."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished 4-step quickstart run (eval at step 2 and 4): (config, workdir).
 
-    Trained once per test run (the first worker to get here, under a lock) and copied, so
-    each worker's tests see a workdir no other process touches.
+    Trained once per test run and copied, so each worker's tests see a workdir no other
+    process touches.
     """
     config = tiny_config(eval_every_steps=2)
-    original = shared_dir(tmp_path_factory, "reliability_trained")
-    with open(f"{original}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not (original / "summary.json").exists():
-                shutil.rmtree(original, ignore_errors=True)
-                trainer.train_and_evaluate(config, str(original))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    original = built_once(tmp_path_factory, "reliability_trained",
+                          lambda path: trainer.train_and_evaluate(config, str(path)))
     workdir = tmp_path_factory.mktemp("trained") / "run"
     shutil.copytree(original, workdir)
     return config, str(workdir)
@@ -332,7 +318,7 @@ def test_command_line_errors_are_one_line_with_the_right_exit_status(trained, tm
     procs = []
     for _, argv, devices, *_ in cases:
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+               "XLA_FLAGS": xla_flags(devices)}
         procs.append(subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     outputs = [p.communicate(timeout=600) for p in procs]
