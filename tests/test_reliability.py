@@ -273,9 +273,11 @@ def _cli_cases(tmp, trained_workdir):
     return [
         # Flag parsing and config validation: exit status 2 before anything is written.
         ("unknown config key", [*train, f"--workdir={fresh['key']}",
-                                "--config.smh.fractoin=0.1"], 1, 2, "fractoin", fresh["key"]),
+                                "--config.smh.fractoin=0.1"], 1, 2,
+         "bad --config: 'fractoin' Did you mean \"fraction\"", fresh["key"]),
         ("unparsable value", [*train, f"--workdir={fresh['value']}", "--config.batch_size=abc"],
-         1, 2, "batch_size", fresh["value"]),
+         1, 2, "--config.batch_size=abc: invalid literal for int() with base 10: 'abc' (see",
+         fresh["value"]),
         ("fraction out of range", [*train, f"--workdir={fresh['range']}",
                                    "--config.smh.fraction=1.5"], 1, 2,
          "smh.fraction: 1.5 is outside the allowed range", fresh["range"]),

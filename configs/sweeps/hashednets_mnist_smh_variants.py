@@ -3,7 +3,7 @@ protocol of `hashednets_mnist` (its recipe, learning-rate grid, selection on val
 and seeds): where SMH stands against HashNet, and why.
 
     python scripts/sweep.py --preset=hashednets_mnist_smh_variants --root=/tmp/mnist \
-        --set dataset.path=/path/to/mnist --out_dir=docs/results --name=mnist_smh_variants
+        --set dataset.path=/path/to/mnist --out_dir=docs/results --name=mnist_hashednets
     python scripts/sweep.py --preset=hashednets_mnist_smh_variants:mlp5_1-8 ...
 
 The argument picks the setting: `mlp3_1-64` (default; 3-layer MLP at 1/64, about 12,420
@@ -21,10 +21,10 @@ Groups at mlp3_1-64:
                             kernel rows (n = 1000; M = 6: 12,004 variables, 3% fewer)
   hashnet                   HashedNets (per-layer signed hashing), for reference
 Groups at mlp5_1-8:
-  smh                       the library default (n = 1673, M = 104)
+  smh                       the library default (n = 1673, M = 105)
   smh pool=kronecker        sum of Kronecker products
   smh side=2000             each virtual row holds two whole 1000-wide kernel rows
-                            (n = 2000, M = 87): every kernel's even rows lie in one rank-87
+                            (n = 2000, M = 88): every kernel's even rows lie in one rank-88
                             row space and its odd rows in another, both shared by all
                             layers (n = 1000 cannot hold the 2.8M weights)
   hashnet                   for reference

@@ -44,7 +44,13 @@ def initialize_distributed() -> None:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
+    # str(KeyError) is the repr of its message: drop the enclosing quotes and the escapes
+    # (and only those: a message may end in a quoted value).
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    text = text.replace("\\'", "'").replace("\\n", " ").replace("\n", " ")
     return " ".join(text.split())
 
 
