@@ -21,21 +21,21 @@ parameter creation is recorded: `self.param(name, init_fn, *args)` and
 
 The recording patches `nn.Module.param` and `nn.Module.variable` while any recording is
 active, and records only the calls made on the recording thread (other threads'
-models initialize untouched).
+models initialize untouched; `smh_jax.class_hooks`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from smh_jax.class_hooks import ThreadHooks
 from smh_jax.core import init_stats, tree_paths
 from smh_jax.core.init_stats import InitStats
 from smh_jax.errors import UserError
@@ -73,39 +73,33 @@ class Recording:
         return out
 
 
-_ACTIVE = threading.local()  # .stack: the recordings open on this thread
-_PATCH_LOCK = threading.Lock()
-_PATCH_USERS = 0
-_ORIGINAL_PARAM = nn.Module.param
-_ORIGINAL_VARIABLE = nn.Module.variable
-
-
-def _current() -> Optional[Recording]:
-    stack = getattr(_ACTIVE, "stack", None)
-    return stack[-1] if stack else None
-
-
 def _recording_param(module, name, init_fn, *init_args, unbox=True, **init_kwargs):
-    recording = _current()
+    recording = _HOOKS.current()
     if recording is not None:
         recording.records.append(Record(tuple(module.path) + (name,), init_fn, init_args,
                                         init_kwargs, "param"))
-    return _ORIGINAL_PARAM(module, name, init_fn, *init_args, unbox=unbox, **init_kwargs)
+    return _HOOKS.original(nn.Module, "param")(module, name, init_fn, *init_args, unbox=unbox,
+                                               **init_kwargs)
 
 
 def _recording_variable(module, col, name, init_fn=None, *init_args, unbox=True, **init_kwargs):
-    recording = _current()
+    recording = _HOOKS.current()
     if recording is not None and col == "params" and init_fn is not None:
         recording.records.append(Record(tuple(module.path) + (name,), init_fn, init_args,
                                         init_kwargs, "variable"))
-    return _ORIGINAL_VARIABLE(module, col, name, init_fn, *init_args, unbox=unbox,
-                              **init_kwargs)
+    return _HOOKS.original(nn.Module, "variable")(module, col, name, init_fn, *init_args,
+                                                  unbox=unbox, **init_kwargs)
+
+
+_HOOKS: ThreadHooks[Recording] = ThreadHooks([
+    (nn.Module, "param", _recording_param),
+    (nn.Module, "variable", _recording_variable),
+])
 
 
 @contextlib.contextmanager
 def recording() -> Iterator[Recording]:
     """Records parameter creations and normalization layers of the inits run inside."""
-    global _PATCH_USERS
     result = Recording()
 
     def find_normalization(next_fun, args, kwargs, context):
@@ -113,24 +107,8 @@ def recording() -> Iterator[Recording]:
             result.normalization.add("/".join(context.module.path))
         return next_fun(*args, **kwargs)
 
-    with _PATCH_LOCK:
-        if _PATCH_USERS == 0:
-            nn.Module.param = _recording_param
-            nn.Module.variable = _recording_variable
-        _PATCH_USERS += 1
-    if not hasattr(_ACTIVE, "stack"):
-        _ACTIVE.stack = []
-    _ACTIVE.stack.append(result)
-    try:
-        with nn.intercept_methods(find_normalization):
-            yield result
-    finally:
-        _ACTIVE.stack.pop()
-        with _PATCH_LOCK:
-            _PATCH_USERS -= 1
-            if _PATCH_USERS == 0:
-                nn.Module.param = _ORIGINAL_PARAM
-                nn.Module.variable = _ORIGINAL_VARIABLE
+    with _HOOKS.recording(result), nn.intercept_methods(find_normalization):
+        yield result
 
 
 def creation_order(recording: Recording, params: Mapping[str, Any]) -> list[Path]:

@@ -22,7 +22,7 @@ eagerly or under `nnx.eval_shape` / `jax.jit`, so the layout is the same either 
 
 The recording patches two class-level hooks of flax.nnx (Variable creation, Module
 construction) while any recording is open, and records only the calls made on the
-recording thread.
+recording thread (`smh_jax.class_hooks`).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 from flax import nnx
 from flax.nnx import pytreelib, variablelib
 
+from smh_jax.class_hooks import ThreadHooks
 from smh_jax.core import tree_paths
 from smh_jax.linen import init_sampling
 from smh_jax.linen.init_sampling import Record
@@ -60,55 +60,32 @@ class Construction:
     constructors: dict[int, tuple[Any, tuple, dict]] = dataclasses.field(default_factory=dict)
 
 
-_ACTIVE = threading.local()  # .stack: the constructions open on this thread
-_PATCH_LOCK = threading.Lock()
-_PATCH_USERS = 0
-_ORIGINAL_VARIABLE_CALL = variablelib.VariableMeta._variable_meta_call
-_ORIGINAL_CONSTRUCT = pytreelib.PytreeMeta._pytree_meta_construct
-
-
-def _current() -> Construction | None:
-    stack = getattr(_ACTIVE, "stack", None)
-    return stack[-1] if stack else None
-
-
 def _recording_variable_call(cls, *args, **kwargs):
-    variable = _ORIGINAL_VARIABLE_CALL(cls, *args, **kwargs)
-    construction = _current()
+    variable = _HOOKS.original(variablelib.VariableMeta, "_variable_meta_call")(
+        cls, *args, **kwargs)
+    construction = _HOOKS.current()
     if construction is not None:
         construction.variables.append(variable)
     return variable
 
 
 def _recording_construct(cls, self, *args, **kwargs):
-    construction = _current()
+    construction = _HOOKS.current()
     if construction is not None:
         construction.constructors[id(self)] = (self, args, kwargs)
-    return _ORIGINAL_CONSTRUCT(cls, self, *args, **kwargs)
+    return _HOOKS.original(pytreelib.PytreeMeta, "_pytree_meta_construct")(
+        cls, self, *args, **kwargs)
 
 
-@contextlib.contextmanager
-def recording() -> Iterator[Construction]:
+_HOOKS: ThreadHooks[Construction] = ThreadHooks([
+    (variablelib.VariableMeta, "_variable_meta_call", _recording_variable_call),
+    (pytreelib.PytreeMeta, "_pytree_meta_construct", _recording_construct),
+])
+
+
+def recording() -> contextlib.AbstractContextManager[Construction]:
     """Records the Variables and Modules constructed inside, on this thread."""
-    global _PATCH_USERS
-    result = Construction()
-    with _PATCH_LOCK:
-        if _PATCH_USERS == 0:
-            variablelib.VariableMeta._variable_meta_call = _recording_variable_call
-            pytreelib.PytreeMeta._pytree_meta_construct = _recording_construct
-        _PATCH_USERS += 1
-    if not hasattr(_ACTIVE, "stack"):
-        _ACTIVE.stack = []
-    _ACTIVE.stack.append(result)
-    try:
-        yield result
-    finally:
-        _ACTIVE.stack.pop()
-        with _PATCH_LOCK:
-            _PATCH_USERS -= 1
-            if _PATCH_USERS == 0:
-                variablelib.VariableMeta._variable_meta_call = _ORIGINAL_VARIABLE_CALL
-                pytreelib.PytreeMeta._pytree_meta_construct = _ORIGINAL_CONSTRUCT
+    return _HOOKS.recording(Construction())
 
 
 def key_of(path: NNXPath) -> Key:
