@@ -72,6 +72,7 @@ def _random_params(pool, seed):
                                         for leaf in leaves])
 
 
+@settings(max_examples=10)  # each new shape compiles
 @given(st.integers(1, 40), st.integers(1, 6), st.integers(0, 2**31))
 def test_product_virtual_is_a_times_b(side, rank, seed):
     pool = pools.ProductPool(side=side, rank=rank)
@@ -159,7 +160,7 @@ def test_gradients_reach_every_pool_variable(kind):
     pool = pools.make_pool(kind, 2000, 600.0, _options(pool=kind))
     params = pool.init(jax.random.key(0), 1.0, False)
     weights = jax.random.normal(jax.random.key(1), (pool.virtual_size,))
-    grads = jax.grad(lambda p: jnp.sum(pool.virtual(p, jnp.float32) * weights))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(pool.virtual(p, jnp.float32) * weights)))(params)
     for leaf in jax.tree.leaves(grads):
         assert bool(jnp.all(jnp.isfinite(leaf))) and float(jnp.abs(leaf).max()) > 0
 
