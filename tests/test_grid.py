@@ -99,10 +99,8 @@ def test_report_has_one_row_per_selected_run_and_the_search(swept, tmp_path):
 def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
     plan, root, data = swept
     preset = tmp_path / "tiny_preset.py"
-    preset.write_text(
-        "import sys\nsys.path.insert(0, %r)\nfrom test_grid import tiny_preset\n"
-        "def get_config(arg=None):\n    return tiny_preset(%r)\n" % (
-            os.path.dirname(__file__), data))
+    preset.write_text("import ml_collections\n\n\ndef get_config(arg=None):\n"
+                      f"    return ml_collections.ConfigDict({tiny_preset(data).to_dict()!r})\n")
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--preset={preset}",
          f"--root={root}", "--collect_only", f"--out_dir={tmp_path}", "--name=cli"],
