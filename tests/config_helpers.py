@@ -49,9 +49,9 @@ def set_keys(config: ml_collections.ConfigDict, overrides: dict[str, Any],
 # The one tiny run of every loop and command-line test: configs/quickstart.py (the 8x8
 # digits) with a one-hidden-layer MLP (64-32-10, dropout) and a few steps: it compiles in
 # a fraction of a second, so the loop, checkpoint and command-line paths dominate. Tests
-# of convolutions and BatchNorm state in the loop name `model.name=resnet8` (no
-# `hidden_sizes`). Tests that share a config also share compiled steps through the
-# persistent compilation cache (conftest.py).
+# of convolutions and BatchNorm state in the loop add `RESNET8` (below). Tests that share
+# a config also share compiled steps through the persistent compilation cache
+# (conftest.py).
 TINY = {"model.name": "mlp", "model.hidden_sizes": (32,), "model.dropout_rate": 0.1,
         "batch_size": 16,
         "eval_batch_size": 360, "num_steps": 4, "log_every_steps": 1,
@@ -59,6 +59,7 @@ TINY = {"model.name": "mlp", "model.hidden_sizes": (32,), "model.dropout_rate": 
 
 
 # The same run with ResNet-8 (x0.25) in place of the MLP: convolutions and BatchNorm state.
+# It unsets the MLP's fields; another CIFAR ResNet's name may replace resnet8.
 RESNET8 = {"model.name": "resnet8", "model.width_multiplier": 0.25, "model.hidden_sizes": None,
            "model.dropout_rate": None}
 

@@ -41,16 +41,18 @@ def test_other_threads_are_not_recorded_and_the_last_user_restores_the_original(
             started.set()
             release.wait()
 
-    thread = threading.Thread(target=other_recording)
+    thread = threading.Thread(target=other_recording, daemon=True)
     thread.start()
-    started.wait()
-    with HOOKS.recording(calls):
-        other = threading.Thread(target=Greeter().greet, args=("elsewhere",))
-        other.start()
-        other.join()
-        Greeter().greet("here")
-    assert Greeter.greet is _noting_greet  # the other thread's recording is still open
-    release.set()
-    thread.join()
+    try:
+        started.wait()
+        with HOOKS.recording(calls):
+            other = threading.Thread(target=Greeter().greet, args=("elsewhere",))
+            other.start()
+            other.join()
+            Greeter().greet("here")
+        assert Greeter.greet is _noting_greet  # the other thread's recording is still open
+    finally:
+        release.set()
+        thread.join()
     assert Greeter.greet is ORIGINAL
     assert calls == ["here"]

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from config_helpers import tiny_flags, xla_flags
 
+from smh_jax.training import cli
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MOCK_TFDS = os.path.join(ROOT, "tests", "mock_tfds.py")
 TINY = tiny_flags()
@@ -116,3 +118,9 @@ def test_two_processes_match_one_process(tmp_path):
     losses = [[json.loads(line)["loss"] for line in open(os.path.join(d, "metrics.jsonl"))
                if '"train"' in line] for d in (single, double)]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+
+
+def test_error_messages_become_one_readable_line():
+    wrapped = AttributeError(KeyError("""'fractoin'\nDid you mean "fraction"?"""))  # ml_collections
+    assert cli._one_line(wrapped) == """'fractoin' Did you mean "fraction"?"""
+    assert cli._one_line(ValueError("bad value 'a'\nnot 'b'")) == "bad value 'a' not 'b'"

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -69,8 +70,10 @@ def test_each_group_selects_its_rate_on_validation_then_trains_every_seed(swept)
         assert all(r["learning_rate"] == best["learning_rate"] for r in result["runs"])
 
 
-def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept):
-    plan, root, data = swept
+def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept, tmp_path):
+    plan, shared_root, data = swept
+    root = str(tmp_path / "sweep")
+    shutil.copytree(shared_root, root)  # a rerun rewrites the plan file
     path = os.path.join(root, plan.groups[0].directory, grid.RESULT_FILE)
     before = os.path.getmtime(path)
     grid.run(plan, root, log=lambda _: None)

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from config_helpers import set_keys, tiny_config
+from config_helpers import RESNET8, set_keys, tiny_config
 from flax import nnx
 
 import smh_jax
@@ -382,7 +382,8 @@ def test_config_model_api_is_validated(overrides, message):
 
 
 def test_trainer_runs_the_nnx_twin_and_linen_evaluates_its_checkpoint(tmp_path):
-    config = tiny_config(**{"model.api": "nnx", "checkpoint_every_steps": 4})
+    # ResNet-8: the bridge's BatchNorm statistics go through the loop and the checkpoint.
+    config = tiny_config(**{**RESNET8, "model.api": "nnx", "checkpoint_every_steps": 4})
     summary = trainer.train_and_evaluate(config, str(tmp_path))
     assert summary["method"] == "smh" and summary["steps"] == 4
     config.model.api = "linen"

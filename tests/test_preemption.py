@@ -9,7 +9,7 @@ parameters, every logged loss and the final metrics must equal those of an unint
 run with the same seed that runs alongside. The kill points are drawn at random; the seed
 is in every failure message (rerun with SMH_KILL_SEED=<seed>).
 
-Tiny on purpose (the tests' ResNet-8 at width 0.25 on the 8x8 digits, 1 CPU device, 120 steps, a
+Tiny on purpose (the tests' 64-32-10 MLP on the 8x8 digits, 1 CPU device, 120 steps, a
 checkpoint every 2 steps) and sharing one persistent compilation cache, so a restart costs
 about a Python start-up.
 """

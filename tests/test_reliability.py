@@ -177,7 +177,7 @@ def test_fraction_below_one_rank_names_the_smallest_allowed_fraction(tmp_path):
 
 
 def test_the_named_smallest_fraction_itself_is_accepted():
-    # Rounded up, not to nearest: 262 / 16,910 = 0.015494 is named 0.0155, not 0.01549.
+    # Rounded up, not to nearest: 100 / 2,410 = 0.041494 is named 0.0415, not 0.04149.
     experiment_lib.build_experiment(tiny_config(**{"smh.fraction": _named_smallest_fraction()}))
 
 

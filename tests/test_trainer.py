@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import mock_tfds
 import numpy as np
 import pytest
-from config_helpers import tiny_config
+from config_helpers import RESNET8, tiny_config
 
 import smh_jax
 from smh_jax.core.tree_paths import jax_path_str
@@ -130,7 +130,7 @@ def test_ema_weights_are_evaluated(tmp_path):
 
 
 def test_export_dense_round_trip_gives_identical_logits(tmp_path):
-    config = digits_config()
+    config = digits_config(**RESNET8)  # convolutions and trained BatchNorm statistics
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
     experiment, state, _ = trainer.restore_for_eval(config, str(tmp_path / "run"))
     variables = jax.device_get(state.eval_variables(False))

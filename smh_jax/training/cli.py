@@ -44,13 +44,11 @@ def initialize_distributed() -> None:
 
 
 def _one_line(error: BaseException) -> str:
-    # str(KeyError) is the repr of its message: drop the enclosing quotes and the escapes
-    # (and only those: a message may end in a quoted value).
+    # ml_collections wraps a KeyError in an AttributeError; str(KeyError) is a repr (quoted,
+    # quotes escaped), its argument is the message.
+    while len(error.args) == 1 and isinstance(error.args[0], BaseException):
+        error = error.args[0]
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        text = text[1:-1]
-    text = text.replace("\\'", "'").replace("\\n", " ").replace("\n", " ")
     return " ".join(text.split())
 
 
