@@ -183,3 +183,12 @@ def test_every_resident_preset_builds_each_group_at_its_size(path, arg):
             "smh", ())
         tolerance = 0.01 if exact else 0.1
         assert methods.relative_size_error(built, dense, group.compression) < tolerance, group
+
+
+def test_sizes_are_labelled_as_published_and_near_sizes_share_a_column():
+    assert [grid.compression_label(c) for c in (1.0, 0.125, 1 / 64, 0.01509)] == [
+        "1", "1/8", "1/64", "0.01509"]
+    # A variant sized in whole units (M = 6: 3% under 1/64) sits in the 1/64 column.
+    assert grid_report.table_column(0.01509) == 1 / 64
+    assert grid_report.table_column(0.125) == 0.125
+    assert grid_report.table_column(0.1) == 0.1

@@ -56,8 +56,11 @@ GROUP_FIELDS = ("net", "method", "compression", "options", "model", "name")
 
 
 def compression_label(compression: float) -> str:
-    """1/8 for 0.125, 1 for 1.0: the factor as HashedNets' tables write it."""
+    """1/8 for 0.125, 1 for 1.0: the factor as HashedNets' tables write it (a factor that
+    is not a power-of-two fraction, e.g. 0.01509, as a decimal)."""
     fraction = Fraction(compression).limit_denominator(1 << 20)
+    if fraction.denominator & (fraction.denominator - 1):
+        return f"{compression:g}"
     return str(fraction.numerator) if fraction.denominator == 1 else (
         f"{fraction.numerator}/{fraction.denominator}")
 

@@ -105,6 +105,13 @@ def _published(references: Sequence[dict[str, Any]], net: str, method: str,
     return ""
 
 
+def table_column(compression: float) -> float:
+    """The tables' column of a size: the nearest 1/2^k when within 5% of it (a variant
+    sized in whole units sits beside the size it approximates), else the size itself."""
+    nominal = 2.0 ** -round(-math.log2(compression))
+    return nominal if abs(compression / nominal - 1) < 0.05 else compression
+
+
 def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]]) -> str:
     """Per network: mean test error (best-validation epoch, and last epoch) by method and
     compression, the published value beside ours, the chosen learning rates, and each
@@ -114,9 +121,9 @@ def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, A
     for r in results:
         by_net[r["net"]].append(r)
     for net, group in by_net.items():
-        sizes = sorted({r["compression"] for r in group}, reverse=True)
+        sizes = sorted({table_column(r["compression"]) for r in group}, reverse=True)
         labels = list(dict.fromkeys(_label(r) for r in group))
-        cell = {(_label(r), r["compression"]): r for r in group}
+        cell = {(_label(r), table_column(r["compression"])): r for r in group}
         header = " | ".join(compression_label(c) for c in sizes)
         lines += [f"### {net}: test error (%), mean ± std over seeds, best-validation epoch "
                   "(published in brackets)", "", f"| method | {header} |",
