@@ -33,14 +33,16 @@ learning_rates; seeds; groups
 from __future__ import annotations
 
 import ast
-import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
 import multiprocessing
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -298,6 +300,24 @@ def _worker(plan: Plan, groups: Sequence[Group], root: str) -> list[str]:
             for g in groups]
 
 
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) while inside (main thread only), so `with` blocks
+    clean up instead of the process dying at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(plan: Plan, root: str, parallel: int = 1,
         log: Callable[[str], None] = print) -> float:
     """Every group of the plan (resuming), `parallel` processes at once; the wall time."""
@@ -310,13 +330,15 @@ def run(plan: Plan, root: str, parallel: int = 1,
         for group in plan.groups:
             run_group(plan, group, root, data, log=log)
     else:
-        # Round-robin shares, in spawned processes (JAX does not survive a fork).
+        # Round-robin shares, in spawned processes (JAX does not survive a fork). Leaving
+        # the pool terminates its workers, also on an error or a SIGTERM to this process
+        # (raised here as SystemExit), so no worker outlives the sweep.
         shares = [plan.groups[i::parallel] for i in range(parallel)]
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(parallel, mp_context=context) as pool:
-            for future in [pool.submit(_worker, plan, share, root) for share in shares
+        with _sigterm_as_exit(), context.Pool(parallel) as pool:
+            for result in [pool.apply_async(_worker, (plan, share, root)) for share in shares
                            if share]:
-                future.result()
+                result.get()
     wall = time.time() - start
     with open(os.path.join(root, f"{plan.name}.json"), "w", encoding="utf-8") as f:
         json.dump({"preset": plan.name, "wall_seconds": wall, "parallel": parallel,
