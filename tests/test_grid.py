@@ -78,6 +78,10 @@ def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept, tmp_path):
     before = os.path.getmtime(path)
     grid.run(plan, root, log=lambda _: None)
     assert os.path.getmtime(path) == before
+    dispatched_differently = tiny_preset(data)
+    dispatched_differently.steps_per_call = 2  # speed, not results: still this group's
+    grid.run(grid.plan_from_config("tiny", dispatched_differently), root, log=lambda _: None)
+    assert os.path.getmtime(path) == before
     changed = tiny_preset(data)
     changed.learning_rates = (0.1,)
     with pytest.raises(UserError, match="holds a result made with another recipe"):
@@ -122,8 +126,8 @@ def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_
     plan, _, _ = swept
     real = grid.resident.train_runs
 
-    def unstable_at_high_rates(module, data, recipe, rates, seeds, log):
-        runs = real(module, data, recipe, rates, seeds, log)
+    def unstable_at_high_rates(module, data, recipe, rates, seeds, log, steps_per_call):
+        runs = real(module, data, recipe, rates, seeds, log, steps_per_call)
         for run, rate, seed in zip(runs, rates, seeds, strict=True):
             if rate == 0.3 and seed == 1:  # passes the search (seed 0), fails seed 1
                 run.train_loss[-1] = float("nan")
@@ -150,6 +154,10 @@ def test_bad_presets_are_user_errors(tmp_path):
     c = tiny_preset(str(tmp_path))
     c.search_epochs = 5
     with pytest.raises(UserError, match="search_epochs 5 must be in 1..2"):
+        grid.plan_from_config("bad", c)
+    c = tiny_preset(str(tmp_path))
+    c.steps_per_call = -3
+    with pytest.raises(UserError, match="steps_per_call -3 must be >= 0"):
         grid.plan_from_config("bad", c)
 
 

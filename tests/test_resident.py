@@ -47,6 +47,17 @@ def test_runs_together_equal_runs_alone_and_a_seed_fixes_init_and_data_order():
     assert together[0].train_loss != together[1].train_loss
 
 
+@pytest.mark.parametrize("steps_per_call", [4, 5])  # 4 divides the 12 steps; 5 -> 4
+def test_an_epoch_in_unrolled_calls_trains_as_the_scanned_epoch(steps_per_call):
+    data = _data()
+    scanned = resident.train_runs(MODEL, data, RECIPE, [0.1, 0.03], [0, 1])
+    chunked = resident.train_runs(MODEL, data, RECIPE, [0.1, 0.03], [0, 1],
+                                  steps_per_call=steps_per_call)
+    for a, b in zip(scanned, chunked, strict=True):
+        np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
+        assert a.validation_error == b.validation_error and a.test_error == b.test_error
+
+
 def test_compressed_models_train_resident():
     compressed = smh_jax.compress(MODEL, fraction=0.25)
     (run,) = resident.train_runs(compressed, _data(), RECIPE, [1.0], [0])
@@ -66,5 +77,7 @@ def test_bad_arguments_are_user_errors():
     with pytest.raises(UserError, match="batch_size=1000 exceeds the 240"):
         resident.train_runs(MODEL, _data(), resident.Recipe(epochs=1, batch_size=1000),
                             [0.1], [0])
+    with pytest.raises(UserError, match="steps_per_call=-1 must be >= 0"):
+        resident.train_runs(MODEL, _data(), RECIPE, [0.1], [0], steps_per_call=-1)
     with pytest.raises(UserError, match="momentum"):
         resident.Recipe(epochs=1, momentum=1.0)

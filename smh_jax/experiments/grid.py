@@ -27,7 +27,11 @@ Preset fields: title; dataset (fields of config.dataset); splits (train, validat
 test split names); recipe (fields of resident.Recipe); search_epochs; finalists;
 learning_rates; seeds; groups
 [{net, method, compression, options, model}] (`model`: ModelSpec overrides); references
-[{net, method, compression, test_error}] (published numbers, for the report).
+[{net, method, compression, test_error}] (published numbers, for the report);
+steps_per_call (how an epoch is dispatched, resident.train_runs: 0, the default, runs it
+as one loop; convolutional nets on CPU train several times faster in calls of about 10
+unrolled steps). steps_per_call changes speed, not results, so it is not part of what a
+stored result must match.
 """
 
 from __future__ import annotations
@@ -107,6 +111,7 @@ class Plan:
     seeds: tuple[int, ...]
     groups: tuple[Group, ...]
     references: tuple[dict[str, Any], ...]
+    steps_per_call: int = 0  # how epochs are dispatched (resident.train_runs); not a result
 
     def fingerprint(self, group: Group) -> dict[str, Any]:
         """What a stored result must match to count as this group's."""
@@ -186,11 +191,16 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
     finalists = int(config.get("finalists", 2))
     if finalists < 1:
         raise UserError(f"preset {name!r}: finalists {finalists} must be >= 1")
+    steps_per_call = int(config.get("steps_per_call", 0))
+    if steps_per_call < 0:
+        raise UserError(f"preset {name!r}: steps_per_call {steps_per_call} must be >= 0 (0: "
+                        "each epoch in one call)")
     return Plan(name=name, title=str(config.get("title", name)), dataset=dataset.to_dict(),
                 splits=splits, recipe=recipe, search_epochs=search_epochs, finalists=finalists,
                 learning_rates=rates, seeds=seeds,
                 groups=tuple(groups),
-                references=tuple(dict(r) for r in config.get("references", ())))
+                references=tuple(dict(r) for r in config.get("references", ())),
+                steps_per_call=steps_per_call)
 
 
 # ----------------------------------------------------------------------------- one group
@@ -241,7 +251,8 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
     full = plan.search_epochs == plan.recipe.epochs
     search_recipe = dataclasses.replace(plan.recipe, epochs=plan.search_epochs)
     found = resident.train_runs(built.module, data, search_recipe, rates,
-                                [plan.seeds[0]] * len(rates), log=say)
+                                [plan.seeds[0]] * len(rates), log=say,
+                                steps_per_call=plan.steps_per_call)
     search = [_run_json(r, found[0].wall_seconds / len(found)) for r in found]
     finals = []
     if full:
@@ -253,7 +264,8 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         say(f"finalists {', '.join(f'{x:g}' for x in finalists)}: full length from seed "
             f"{plan.seeds[0]}")
         trained = resident.train_runs(built.module, data, plan.recipe, finalists,
-                                      [plan.seeds[0]] * len(finalists), log=say)
+                                      [plan.seeds[0]] * len(finalists), log=say,
+                                      steps_per_call=plan.steps_per_call)
         finals = [_run_json(r, trained[0].wall_seconds / len(trained)) for r in trained]
         best = select(finals)
     say(f"selected learning rate {best['learning_rate']:g} (validation error "
@@ -265,7 +277,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         seeds = list(plan.seeds[1:] if reuse else plan.seeds)
         if seeds:
             more = resident.train_runs(built.module, data, plan.recipe, [rate] * len(seeds),
-                                       seeds, log=say)
+                                       seeds, log=say, steps_per_call=plan.steps_per_call)
             runs += [_run_json(r, more[0].wall_seconds / len(more)) for r in more]
         smaller = [r for r in rates if r < rate]
         if all(math.isfinite(r["train_loss"][-1]) for r in runs) or not smaller:

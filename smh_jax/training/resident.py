@@ -18,6 +18,7 @@ rate is a per-run input, so the runs of a learning-rate grid share one program.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -184,15 +185,24 @@ def _errors(module: nn.Module, params: Any, state: dict, split: Split) -> jax.Ar
 
 def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
                learning_rates: Sequence[float], seeds: Sequence[int],
-               log: Callable[[str], None] = lambda _: None) -> list[RunResult]:
+               log: Callable[[str], None] = lambda _: None,
+               steps_per_call: int = 0) -> list[RunResult]:
     """Trains one run per (learning_rate, seed) pair, all at once (module doc).
 
     `learning_rates` and `seeds` have the same length: run r trains at learning_rates[r]
     from seed seeds[r]. Non-finite runs are reported (their curves hold NaN), not raised.
+
+    `steps_per_call` = 0 runs each epoch as one jitted `lax.scan`. k > 0 runs it as a
+    Python loop over jitted calls of k unrolled steps (the largest divisor of the epoch's
+    steps up to k): XLA:CPU runs convolution gradients several times slower inside a loop
+    body than in straight-line code. Both compute the same steps.
     """
     if len(learning_rates) != len(seeds) or not learning_rates:
         raise UserError(f"train_runs: {len(learning_rates)} learning rates for {len(seeds)} "
                         "seeds; give one of each per run")
+    if steps_per_call < 0:
+        raise UserError(f"train_runs: steps_per_call={steps_per_call} must be >= 0 (0: the "
+                        "whole epoch in one call)")
     num_runs = len(seeds)
     n_train = len(data.train)
     steps = n_train // recipe.batch_size
@@ -237,32 +247,60 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
         params = jax.tree.map(lambda p, d: p + scale * d, params, direction)
         return params, {**state, **updates}, opt_state, loss
 
-    def epoch(params, state, opt_state, epoch_index, splits):
-        # The splits are arguments, not closed-over constants: XLA would copy them into
-        # the executable.
+    def batch_order(epoch_index):
+        """(steps, runs, batch) example indices: each run's own shuffle of the epoch."""
         def order(key):
             perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 2),
                                                              epoch_index), n_train)
             return perm[:steps * recipe.batch_size].reshape(steps, recipe.batch_size)
 
-        orders = jax.vmap(order)(keys)  # (runs, steps, batch)
+        return jax.vmap(order)(keys).swapaxes(0, 1)
 
+    def run_steps(params, state, opt_state, step_numbers, batches, train, unroll):
+        # The splits are arguments, not closed-over constants: XLA would copy them into
+        # the executable.
         def body(carry, xs):
             params, state, opt_state = carry
-            step_in_epoch, batch = xs
-            step = epoch_index * steps + step_in_epoch
+            step, batch = xs
             params, state, opt_state, loss = jax.vmap(
                 one_step, in_axes=(0, 0, 0, 0, 0, None, 0, None))(
-                params, state, opt_state, keys, rates, step, batch, splits.train)
+                params, state, opt_state, keys, rates, step, batch, train)
             return (params, state, opt_state), loss
 
         (params, state, opt_state), losses = jax.lax.scan(
-            body, (params, state, opt_state), (jnp.arange(steps), orders.swapaxes(0, 1)))
-        evaluate = jax.vmap(lambda p, s: jnp.stack([
-            _errors(module, p, s, splits.validation), _errors(module, p, s, splits.test)]))
-        return params, state, opt_state, jnp.mean(losses, 0), evaluate(params, state)
+            body, (params, state, opt_state), (step_numbers, batches), unroll=unroll)
+        return params, state, opt_state, jnp.sum(losses, 0)
 
-    epoch_fn = jax.jit(epoch, donate_argnums=(0, 1, 2))
+    def evaluate(params, state, splits):
+        return jax.vmap(lambda p, s: jnp.stack([
+            _errors(module, p, s, splits.validation), _errors(module, p, s, splits.test)]))(
+                params, state)
+
+    def epoch(params, state, opt_state, epoch_index, splits):
+        params, state, opt_state, loss_sum = run_steps(
+            params, state, opt_state, epoch_index * steps + jnp.arange(steps),
+            batch_order(epoch_index), splits.train, 1)
+        return params, state, opt_state, loss_sum / steps, evaluate(params, state, splits)
+
+    if steps_per_call:
+        chunk = max(d for d in range(1, min(steps_per_call, steps) + 1) if steps % d == 0)
+        order_fn = jax.jit(batch_order)
+        steps_fn = jax.jit(functools.partial(run_steps, unroll=True), donate_argnums=(0, 1, 2))
+        evaluate_fn = jax.jit(evaluate)
+
+        def epoch_fn(params, state, opt_state, epoch_index, splits):
+            batches = order_fn(epoch_index)
+            first = int(epoch_index) * steps
+            loss_sum = 0.0
+            for i in range(0, steps, chunk):
+                params, state, opt_state, chunk_loss = steps_fn(
+                    params, state, opt_state, jnp.arange(first + i, first + i + chunk),
+                    batches[i:i + chunk], splits.train)
+                loss_sum = loss_sum + chunk_loss
+            return params, state, opt_state, loss_sum / steps, evaluate_fn(params, state,
+                                                                           splits)
+    else:
+        epoch_fn = jax.jit(epoch, donate_argnums=(0, 1, 2))
     curves = []
     for e in range(recipe.epochs):
         params, state, opt_state, loss, wrong = epoch_fn(params, state, opt_state,
