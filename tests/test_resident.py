@@ -1,8 +1,13 @@
 """Resident training: several runs in one vmapped program, data kept on the device."""
 
+import os
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from config_helpers import ROOT, xla_flags
 
 import smh_jax
 from smh_jax import models
@@ -81,3 +86,22 @@ def test_bad_arguments_are_user_errors():
         resident.train_runs(MODEL, _data(), RECIPE, [0.1], [0], steps_per_call=-1)
     with pytest.raises(UserError, match="momentum"):
         resident.Recipe(epochs=1, momentum=1.0)
+
+
+def test_the_dispatch_benchmark_compares_settings_that_train_alike():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "XLA_FLAGS": xla_flags(1)}
+    script = os.path.join(ROOT, "scripts", "resident_dispatch.py")
+    good, bad = [subprocess.Popen(
+        [sys.executable, script, "--net=mlp3", "--runs=2", "--examples=150", "--batch_size=50",
+         "--repetitions=1", *extra], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE) for extra in (["--steps_per_call=0,3"],
+                                              ["--steps_per_call=0,x"])]
+    out, err = good.communicate(timeout=300)
+    assert good.returncode == 0, err[-2000:]
+    rows = [line.split("|") for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0].split()[0] for r in rows] == ["0", "3"]
+    assert float(rows[0][-1]) == pytest.approx(float(rows[1][-1]), rel=1e-4)  # final losses
+    _, err = bad.communicate(timeout=300)
+    assert bad.returncode == 2 and err.strip().splitlines()[-1].startswith(
+        "error: --steps_per_call=0,x: give integers >= 0")
