@@ -105,3 +105,15 @@ def test_the_dispatch_benchmark_compares_settings_that_train_alike():
     _, err = bad.communicate(timeout=300)
     assert bad.returncode == 2 and err.strip().splitlines()[-1].startswith(
         "error: --steps_per_call=0,x: give integers >= 0")
+
+
+@pytest.mark.parametrize("warmup_epochs", [0.0, 1.0])
+def test_the_schedule_warms_up_then_decays_by_a_cosine_to_its_final_fraction(warmup_epochs):
+    schedule = resident.Recipe(epochs=4, warmup_epochs=warmup_epochs,
+                               final_lr_fraction=0.1).schedule(10)
+    warmup = int(10 * warmup_epochs)
+    assert float(schedule(warmup)) == pytest.approx(1.0)
+    assert float(schedule((warmup + 40) // 2)) == pytest.approx(0.55, abs=1e-6)
+    assert float(schedule(40)) == pytest.approx(0.1)
+    if warmup:
+        assert float(schedule(0)) == 0.0 and float(schedule(warmup // 2)) == pytest.approx(0.5)

@@ -116,6 +116,8 @@ class Recipe:
         """A unit-peak schedule; each run multiplies it by its own learning rate."""
         total = self.epochs * steps_per_epoch
         warmup = int(round(self.warmup_epochs * steps_per_epoch))
+        if not warmup:  # the same schedule, without optax's warning about a 0-step warmup
+            return optax.cosine_decay_schedule(1.0, total, alpha=self.final_lr_fraction)
         return optax.warmup_cosine_decay_schedule(
             0.0 if warmup else 1.0, 1.0, warmup, max(total, warmup + 1),
             end_value=self.final_lr_fraction)
