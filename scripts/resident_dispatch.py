@@ -29,11 +29,14 @@ flags.DEFINE_integer("repetitions", 2, "Times each setting is measured (order al
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    text = ",".join(FLAGS.steps_per_call)
     try:
         settings = [int(k) for k in FLAGS.steps_per_call]
     except ValueError:
-        raise UserError(f"--steps_per_call={','.join(FLAGS.steps_per_call)}: give integers "
-                        ">= 0, comma-separated") from None
+        settings = []
+    if not settings or min(settings) < 0 or len(set(settings)) != len(settings):
+        raise UserError(f"--steps_per_call={text}: give distinct integers >= 0, "
+                        "comma-separated (0: the scanned epoch)")
     rows = resident_dispatch.measure(FLAGS.net, FLAGS.runs, settings, FLAGS.examples,
                                      FLAGS.batch_size, repetitions=FLAGS.repetitions)
     base = rows[0]["ms_per_run_step"]

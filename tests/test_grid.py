@@ -1,6 +1,7 @@
 """Resident sweeps end to end: search, selection on validation, seeds, resume, report."""
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -126,7 +127,10 @@ def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_
     plan, _, _ = swept
     real = grid.resident.train_runs
 
+    plan = dataclasses.replace(plan, steps_per_call=3)
+
     def unstable_at_high_rates(module, data, recipe, rates, seeds, log, steps_per_call):
+        assert steps_per_call == 3  # the preset's dispatch reaches every training call
         runs = real(module, data, recipe, rates, seeds, log, steps_per_call)
         for run, rate, seed in zip(runs, rates, seeds, strict=True):
             if rate == 0.3 and seed == 1:  # passes the search (seed 0), fails seed 1
@@ -157,7 +161,11 @@ def test_bad_presets_are_user_errors(tmp_path):
         grid.plan_from_config("bad", c)
     c = tiny_preset(str(tmp_path))
     c.steps_per_call = -3
-    with pytest.raises(UserError, match="steps_per_call -3 must be >= 0"):
+    with pytest.raises(UserError, match="steps_per_call -3 must be an integer >= 0"):
+        grid.plan_from_config("bad", c)
+    c = tiny_preset(str(tmp_path))
+    c.steps_per_call = "x"
+    with pytest.raises(UserError, match="steps_per_call 'x' must be an integer >= 0"):
         grid.plan_from_config("bad", c)
 
 

@@ -191,10 +191,11 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
     finalists = int(config.get("finalists", 2))
     if finalists < 1:
         raise UserError(f"preset {name!r}: finalists {finalists} must be >= 1")
-    steps_per_call = int(config.get("steps_per_call", 0))
-    if steps_per_call < 0:
-        raise UserError(f"preset {name!r}: steps_per_call {steps_per_call} must be >= 0 (0: "
-                        "each epoch in one call)")
+    steps_per_call = config.get("steps_per_call", 0)
+    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or (
+            steps_per_call < 0):
+        raise UserError(f"preset {name!r}: steps_per_call {steps_per_call!r} must be an "
+                        "integer >= 0 (0: each epoch in one call)")
     return Plan(name=name, title=str(config.get("title", name)), dataset=dataset.to_dict(),
                 splits=splits, recipe=recipe, search_epochs=search_epochs, finalists=finalists,
                 learning_rates=rates, seeds=seeds,
@@ -292,7 +293,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         "epochs": plan.recipe.epochs, "selected_learning_rate": rate,
         "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
         "runs": runs, "search": search, "finals": finals,
-        "wall_seconds": time.time() - start,
+        "wall_seconds": time.time() - start, "steps_per_call": plan.steps_per_call,
         "fingerprint": fingerprint, "provenance": provenance.environment(),
     }
     tmp = path + ".tmp"
