@@ -208,10 +208,14 @@ def plot(results: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]]
                           if math.isfinite(run["test_error"])]
                 if errors:
                     series[_label(r)].append((r["compression"], statistics.mean(errors)))
+        variant_markers = iter("s^vDPX<>*" * 4)
         for label, points in series.items():
             points.sort()
             color = colors.setdefault(label.split(" ")[0], f"C{len(colors)}")
-            ax.plot(*zip(*points, strict=True), "o-", color=color, label=label)
+            # A method's line; each variant of it, its own marker in the method's color.
+            style = "o-" if " " not in label else next(variant_markers)
+            ax.plot(*zip(*points, strict=True), style, color=color, label=label,
+                    markerfacecolor="none" if " " in label else color)
         published: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for ref in references:
             if ref["net"] == net and ref["method"] != "dense" and ref.get("test_error"):
