@@ -167,6 +167,20 @@ def test_bad_presets_are_user_errors(tmp_path):
     c.steps_per_call = "x"
     with pytest.raises(UserError, match="steps_per_call 'x' must be an integer >= 0"):
         grid.plan_from_config("bad", c)
+    c = tiny_preset(str(tmp_path))
+    c.groups[1]["steps_per_call"] = 2.5
+    with pytest.raises(UserError, match=r"groups\[1\].steps_per_call 2.5 must be an integer"):
+        grid.plan_from_config("bad", c)
+
+
+def test_a_group_may_dispatch_its_epochs_its_own_way(tmp_path):
+    c = tiny_preset(str(tmp_path))
+    c.steps_per_call = 4
+    c.groups[1]["steps_per_call"] = 0
+    plan = grid.plan_from_config("tiny", c)
+    assert [plan.dispatch(g) for g in plan.groups] == [4, 0]
+    assert plan.fingerprint(plan.groups[1]) == grid.plan_from_config(
+        "tiny", tiny_preset(str(tmp_path))).fingerprint(plan.groups[1])  # speed only
 
 
 RESIDENT_PRESETS = sorted(

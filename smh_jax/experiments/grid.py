@@ -30,8 +30,8 @@ learning_rates; seeds; groups
 [{net, method, compression, test_error}] (published numbers, for the report);
 steps_per_call (how an epoch is dispatched, resident.train_runs: 0, the default, runs it
 as one loop; convolutional nets on CPU train several times faster in calls of about 10
-unrolled steps). steps_per_call changes speed, not results, so it is not part of what a
-stored result must match.
+unrolled steps), also settable per group. steps_per_call changes speed, not results, so
+it is not part of what a stored result must match.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from smh_jax.models.spec import ModelSpec
 from smh_jax.training import config_base, resident
 
 RESULT_FILE = "result.json"
-GROUP_FIELDS = ("net", "method", "compression", "options", "model", "name")
+GROUP_FIELDS = ("net", "method", "compression", "options", "model", "name", "steps_per_call")
 
 
 def compression_label(compression: float) -> str:
@@ -81,6 +81,7 @@ class Group:
     options: tuple[tuple[str, Any], ...] = ()
     model: tuple[tuple[str, Any], ...] = ()
     name: str = ""
+    steps_per_call: int | None = None  # the preset's when None; speed, not results
 
     @property
     def directory(self) -> str:
@@ -112,6 +113,10 @@ class Plan:
     groups: tuple[Group, ...]
     references: tuple[dict[str, Any], ...]
     steps_per_call: int = 0  # how epochs are dispatched (resident.train_runs); not a result
+
+    def dispatch(self, group: Group) -> int:
+        """The group's steps_per_call, else the preset's."""
+        return self.steps_per_call if group.steps_per_call is None else group.steps_per_call
 
     def fingerprint(self, group: Group) -> dict[str, Any]:
         """What a stored result must match to count as this group's."""
@@ -146,6 +151,13 @@ def apply_sets(config: ml_collections.ConfigDict, sets: Sequence[str]) -> None:
         node[parts[-1]] = tuple(value) if isinstance(value, list) else value
 
 
+def _steps_per_call(preset: str, field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"preset {preset!r}: {field} {value!r} must be an integer >= 0 (0: "
+                        "each epoch in one call)")
+    return value
+
+
 def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
     """A Plan from a preset's ConfigDict; UserError naming a missing or bad field."""
     for field in ("dataset", "recipe", "learning_rates", "seeds", "groups"):
@@ -176,10 +188,13 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
         if g["method"] not in methods.METHODS:
             raise UserError(f"preset {name!r}: groups[{i}].method {g['method']!r} is not one "
                             f"of {', '.join(methods.METHODS)}")
+        dispatch = g.get("steps_per_call")
         groups.append(Group(
             net=g["net"], method=g["method"], compression=float(g.get("compression", 1.0)),
             options=tuple(sorted(dict(g.get("options") or {}).items())),
-            model=tuple(sorted(dict(g.get("model") or {}).items())), name=g.get("name", "")))
+            model=tuple(sorted(dict(g.get("model") or {}).items())), name=g.get("name", ""),
+            steps_per_call=None if dispatch is None else _steps_per_call(
+                name, f"groups[{i}].steps_per_call", dispatch)))
     names = [g.directory for g in groups]
     if len(set(names)) != len(names):
         raise UserError(f"preset {name!r}: two groups share a directory name")
@@ -191,11 +206,7 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
     finalists = int(config.get("finalists", 2))
     if finalists < 1:
         raise UserError(f"preset {name!r}: finalists {finalists} must be >= 1")
-    steps_per_call = config.get("steps_per_call", 0)
-    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or (
-            steps_per_call < 0):
-        raise UserError(f"preset {name!r}: steps_per_call {steps_per_call!r} must be an "
-                        "integer >= 0 (0: each epoch in one call)")
+    steps_per_call = _steps_per_call(name, "steps_per_call", config.get("steps_per_call", 0))
     return Plan(name=name, title=str(config.get("title", name)), dataset=dataset.to_dict(),
                 splits=splits, recipe=recipe, search_epochs=search_epochs, finalists=finalists,
                 learning_rates=rates, seeds=seeds,
@@ -253,7 +264,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
     search_recipe = dataclasses.replace(plan.recipe, epochs=plan.search_epochs)
     found = resident.train_runs(built.module, data, search_recipe, rates,
                                 [plan.seeds[0]] * len(rates), log=say,
-                                steps_per_call=plan.steps_per_call)
+                                steps_per_call=plan.dispatch(group))
     search = [_run_json(r, found[0].wall_seconds / len(found)) for r in found]
     finals = []
     if full:
@@ -266,7 +277,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
             f"{plan.seeds[0]}")
         trained = resident.train_runs(built.module, data, plan.recipe, finalists,
                                       [plan.seeds[0]] * len(finalists), log=say,
-                                      steps_per_call=plan.steps_per_call)
+                                      steps_per_call=plan.dispatch(group))
         finals = [_run_json(r, trained[0].wall_seconds / len(trained)) for r in trained]
         best = select(finals)
     say(f"selected learning rate {best['learning_rate']:g} (validation error "
@@ -278,7 +289,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         seeds = list(plan.seeds[1:] if reuse else plan.seeds)
         if seeds:
             more = resident.train_runs(built.module, data, plan.recipe, [rate] * len(seeds),
-                                       seeds, log=say, steps_per_call=plan.steps_per_call)
+                                       seeds, log=say, steps_per_call=plan.dispatch(group))
             runs += [_run_json(r, more[0].wall_seconds / len(more)) for r in more]
         smaller = [r for r in rates if r < rate]
         if all(math.isfinite(r["train_loss"][-1]) for r in runs) or not smaller:
@@ -293,7 +304,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         "epochs": plan.recipe.epochs, "selected_learning_rate": rate,
         "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
         "runs": runs, "search": search, "finals": finals,
-        "wall_seconds": time.time() - start, "steps_per_call": plan.steps_per_call,
+        "wall_seconds": time.time() - start, "steps_per_call": plan.dispatch(group),
         "fingerprint": fingerprint, "provenance": provenance.environment(),
     }
     tmp = path + ".tmp"
