@@ -14,7 +14,7 @@ from config_helpers import built_once
 from test_idx import make_mnist
 
 from smh_jax.errors import UserError
-from smh_jax.experiments import grid, grid_report, methods, sweep_plan
+from smh_jax.experiments import grid, grid_report, methods, provenance, sweep_plan
 from smh_jax.models.spec import ModelSpec
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -69,6 +69,13 @@ def test_each_group_selects_its_rate_on_validation_then_trains_every_seed(swept)
         assert [r["seed"] for r in result["runs"]] == [0, 1]
         assert all(len(r["validation_error"]) == 2 for r in result["runs"])
         assert all(r["learning_rate"] == best["learning_rate"] for r in result["runs"])
+        # The commit of the code the sweep imported, captured before it trained.
+        assert result["provenance"]["git_commit"] == provenance.git_commit()[0]
+
+
+def test_provenance_is_captured_once_per_process():
+    assert provenance.at_process_start() is provenance.at_process_start()
+    assert set(provenance.at_process_start()) == set(provenance.environment())
 
 
 def test_a_rerun_resumes_and_a_changed_protocol_is_refused(swept, tmp_path):

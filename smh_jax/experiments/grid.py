@@ -305,7 +305,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
         "runs": runs, "search": search, "finals": finals,
         "wall_seconds": time.time() - start, "steps_per_call": plan.dispatch(group),
-        "fingerprint": fingerprint, "provenance": provenance.environment(),
+        "fingerprint": fingerprint, "provenance": provenance.at_process_start(),
     }
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -319,6 +319,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
 
 def _worker(plan: Plan, groups: Sequence[Group], root: str) -> list[str]:
     """Trains `groups` in this process (a worker of `run`'s pool)."""
+    provenance.at_process_start()
     data = resident.load(plan.dataset, plan.splits)
     return [run_group(plan, g, root, data, log=lambda t: print(t, flush=True))["group"]
             for g in groups]
@@ -349,6 +350,7 @@ def run(plan: Plan, root: str, parallel: int = 1,
         raise UserError(f"--parallel {parallel}: must be >= 1")
     os.makedirs(root, exist_ok=True)
     start = time.time()
+    provenance.at_process_start()
     if parallel == 1:
         data = resident.load(plan.dataset, plan.splits)
         for group in plan.groups:
@@ -367,5 +369,5 @@ def run(plan: Plan, root: str, parallel: int = 1,
     with open(os.path.join(root, f"{plan.name}.json"), "w", encoding="utf-8") as f:
         json.dump({"preset": plan.name, "wall_seconds": wall, "parallel": parallel,
                    "groups": [g.directory for g in plan.groups],
-                   "provenance": provenance.environment()}, f, indent=1)
+                   "provenance": provenance.at_process_start()}, f, indent=1)
     return wall

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -47,3 +48,11 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(), "host": platform.node(),
         "host_cpus": os.cpu_count(), "git_commit": commit, "git_dirty": dirty,
     }
+
+
+@functools.cache
+def at_process_start() -> dict[str, Any]:
+    """`environment()` as first seen by this process: long sweeps call it before training,
+    so their results name the commit whose code they imported, not the checkout's HEAD
+    when they finish."""
+    return environment()
