@@ -260,11 +260,12 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
     say(f"{built.stored_params:,} stored parameters {built.description}")
     start = time.time()
     rates = list(plan.learning_rates)
+    steps_per_call = plan.dispatch(group)
     full = plan.search_epochs == plan.recipe.epochs
     search_recipe = dataclasses.replace(plan.recipe, epochs=plan.search_epochs)
     found = resident.train_runs(built.module, data, search_recipe, rates,
                                 [plan.seeds[0]] * len(rates), log=say,
-                                steps_per_call=plan.dispatch(group))
+                                steps_per_call=steps_per_call)
     search = [_run_json(r, found[0].wall_seconds / len(found)) for r in found]
     finals = []
     if full:
@@ -277,7 +278,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
             f"{plan.seeds[0]}")
         trained = resident.train_runs(built.module, data, plan.recipe, finalists,
                                       [plan.seeds[0]] * len(finalists), log=say,
-                                      steps_per_call=plan.dispatch(group))
+                                      steps_per_call=steps_per_call)
         finals = [_run_json(r, trained[0].wall_seconds / len(trained)) for r in trained]
         best = select(finals)
     say(f"selected learning rate {best['learning_rate']:g} (validation error "
@@ -289,7 +290,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         seeds = list(plan.seeds[1:] if reuse else plan.seeds)
         if seeds:
             more = resident.train_runs(built.module, data, plan.recipe, [rate] * len(seeds),
-                                       seeds, log=say, steps_per_call=plan.dispatch(group))
+                                       seeds, log=say, steps_per_call=steps_per_call)
             runs += [_run_json(r, more[0].wall_seconds / len(more)) for r in more]
         smaller = [r for r in rates if r < rate]
         if all(math.isfinite(r["train_loss"][-1]) for r in runs) or not smaller:
@@ -304,7 +305,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         "epochs": plan.recipe.epochs, "selected_learning_rate": rate,
         "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
         "runs": runs, "search": search, "finals": finals,
-        "wall_seconds": time.time() - start, "steps_per_call": plan.dispatch(group),
+        "wall_seconds": time.time() - start, "steps_per_call": steps_per_call,
         "fingerprint": fingerprint, "provenance": provenance.at_process_start(),
     }
     tmp = path + ".tmp"
