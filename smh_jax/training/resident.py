@@ -288,7 +288,7 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
             params, state, opt_state = carry
             step, batch = xs
             params, state, opt_state, loss = every_run(params, state, opt_state, step, batch,
-                                                       train, unroll)
+                                                       train, False)
             return (params, state, opt_state), loss
 
         (params, state, opt_state), losses = jax.lax.scan(
