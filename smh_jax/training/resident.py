@@ -202,7 +202,7 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
     code: XLA:CPU runs convolution gradients several times slower inside a loop body, and
     convolutions batched over runs (grouped) about twice as slow as one per run. Both
     compute the same steps; the unrolled call compiles in time proportional to k x runs.
-    Evaluation is the same in both: vmapped runs, a scan over chunks, forward only.
+    Evaluation scans over chunks of examples, its runs vmapped or (k > 0) unrolled alike.
     """
     if len(learning_rates) != len(seeds) or not learning_rates:
         raise UserError(f"train_runs: {len(learning_rates)} learning rates for {len(seeds)} "
@@ -295,22 +295,28 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
             body, (params, state, opt_state), (step_numbers, batches))
         return params, state, opt_state, jnp.sum(losses, 0)
 
-    def evaluate(params, state, splits):
-        return jax.vmap(lambda p, s: jnp.stack([
-            _errors(module, p, s, splits.validation), _errors(module, p, s, splits.test)]))(
-                params, state)
+    def evaluate(params, state, splits, unroll):
+        def errors(p, s):
+            return jnp.stack([_errors(module, p, s, splits.validation),
+                              _errors(module, p, s, splits.test)])
+
+        if not unroll:
+            return jax.vmap(errors)(params, state)
+        run = lambda tree, r: jax.tree.map(lambda x: x[r], tree)  # noqa: E731
+        return jnp.stack([errors(run(params, r), run(state, r)) for r in range(num_runs)])
 
     def epoch(params, state, opt_state, epoch_index, splits):
         params, state, opt_state, loss_sum = run_steps(
             params, state, opt_state, epoch_index * steps + jnp.arange(steps),
             batch_order(epoch_index), splits.train, False)
-        return params, state, opt_state, loss_sum / steps, evaluate(params, state, splits)
+        return params, state, opt_state, loss_sum / steps, evaluate(params, state, splits,
+                                                                    False)
 
     if steps_per_call:
         starts = range(0, steps, steps_per_call)  # the last call takes the remainder
         order_fn = jax.jit(batch_order)
         steps_fn = jax.jit(functools.partial(run_steps, unroll=True), donate_argnums=(0, 1, 2))
-        evaluate_fn = jax.jit(evaluate)
+        evaluate_fn = jax.jit(functools.partial(evaluate, unroll=True))
 
         def epoch_fn(params, state, opt_state, epoch_index, splits):
             batches = order_fn(epoch_index)
