@@ -7,8 +7,12 @@ against calls of k unrolled steps.
 Trains `runs` runs of `net` together on synthetic 28x28 images for 2 epochs per setting,
 the settings alternating over the repetitions (smh_jax/experiments/resident_dispatch.py),
 and prints per setting: the first epoch (with its compile), the fastest later epoch,
-milliseconds per run-step, the ratio to the first setting, and the final loss (the
-settings train the same steps, so the losses agree up to rounding).
+milliseconds per run-step (the epoch's time, its evaluation included, over its steps and
+runs), the ratio to the first setting, and the final loss (the settings train the same
+steps, so the losses agree up to rounding).
+
+    python scripts/resident_dispatch.py --net=lenet5 --runs=7 --examples=500 \
+        --eval_examples=10000 --steps_per_call=0,5    # a search's epoch, MNIST-sized splits
 """
 
 from absl import app, flags
@@ -23,6 +27,8 @@ flags.DEFINE_integer("runs", 2, "Runs trained together, as a learning-rate searc
 flags.DEFINE_list("steps_per_call", ["0", "10"], "Settings to compare; 0 = scanned epoch.")
 flags.DEFINE_integer("examples", 2000, "Synthetic training examples (an epoch).")
 flags.DEFINE_integer("batch_size", 100, "Examples per step.")
+flags.DEFINE_integer("eval_examples", 100, "Synthetic validation and test examples, each; "
+                     "an epoch's time includes evaluating both.")
 flags.DEFINE_integer("repetitions", 2, "Times each setting is measured (order alternates).")
 
 
@@ -38,7 +44,8 @@ def main(argv):
         raise UserError(f"--steps_per_call={text}: give distinct integers >= 0, "
                         "comma-separated (0: the scanned epoch)")
     rows = resident_dispatch.measure(FLAGS.net, FLAGS.runs, settings, FLAGS.examples,
-                                     FLAGS.batch_size, repetitions=FLAGS.repetitions)
+                                     FLAGS.batch_size, repetitions=FLAGS.repetitions,
+                                     eval_examples=FLAGS.eval_examples)
     base = rows[0]["ms_per_run_step"]
     print(cli.format_table([("steps_per_call", "first epoch s | later epoch s | ms per "
                              "run-step | vs first | final loss")] + [

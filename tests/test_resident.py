@@ -14,6 +14,7 @@ from config_helpers import ROOT, xla_flags
 import smh_jax
 from smh_jax import models
 from smh_jax.errors import UserError
+from smh_jax.experiments import resident_dispatch
 from smh_jax.training import resident
 
 
@@ -108,17 +109,19 @@ def test_bad_arguments_are_user_errors():
         resident.train_runs(MODEL, _data(), RECIPE, [0.1], [0], steps_per_call=-1)
     with pytest.raises(UserError, match="momentum"):
         resident.Recipe(epochs=1, momentum=1.0)
+    with pytest.raises(UserError, match="eval_examples=0 "):
+        resident_dispatch.measure("mlp3", runs=1, settings=[0], examples=100, eval_examples=0)
 
 
 def test_the_dispatch_benchmark_compares_settings_that_train_alike():
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
            "XLA_FLAGS": xla_flags(1)}
     script = os.path.join(ROOT, "scripts", "resident_dispatch.py")
-    good, bad = [subprocess.Popen(
-        [sys.executable, script, "--net=mlp3", "--runs=2", "--examples=150", "--batch_size=50",
-         "--repetitions=1", *extra], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE) for extra in (["--steps_per_call=0,3"],
-                                              ["--steps_per_call=0,x"])]
+    common = [sys.executable, script, "--net=mlp3", "--runs=2", "--examples=150",
+              "--batch_size=50", "--eval_examples=120", "--repetitions=1"]
+    good, bad = [subprocess.Popen([*common, extra], cwd=ROOT, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for extra in ("--steps_per_call=0,3", "--steps_per_call=0,x")]
     out, err = good.communicate(timeout=300)
     assert good.returncode == 0, err[-2000:]
     rows = [line.split("|") for line in out.splitlines() if line.strip()[:1].isdigit()]
