@@ -7,7 +7,8 @@ and seeds): where SMH stands against HashNet, and why.
     python scripts/sweep.py --preset=hashednets_mnist_smh_variants:mlp5_1-8 ...
 
 The argument picks the setting: `mlp3_1-64` (default; 3-layer MLP at 1/64, about 12,420
-stored variables) or `mlp5_1-8` (5-layer MLP at 1/8, about 349,600).
+stored variables), `mlp5_1-8` (5-layer MLP at 1/8, about 349,600) or `lenet5_1-8` (LeNet-5
+at 1/8, about 53,900; under the protocol of `lenet_mnist` instead: 12 epochs, its grid).
 
 Groups at mlp3_1-64:
   smh                       the library default: product pool A @ B (n = 892, M = 7),
@@ -28,10 +29,19 @@ Groups at mlp5_1-8:
                             layers (n = 1000 cannot hold the 2.8M weights)
   smh pool=kronecker        sum of Kronecker products
   hashnet                   for reference
-Sharing --root with `hashednets_mnist` reuses its smh and hashnet groups.
+Groups at lenet5_1-8:
+  smh                       the library default (n = 658, M = 41)
+  smh pool=kronecker        sum of Kronecker products
+  nn, hashnet               for reference
+  (No aligned side: a square virtual matrix whose rows hold whole 500-wide rows of the
+  800 x 500 fully connected kernel, n = 500 or 1000, either holds fewer weights than the
+  net's 431,080 or leaves over half of A's rows unused.)
+Sharing --root with `hashednets_mnist` and `lenet_mnist` reuses their smh, nn and hashnet
+groups.
 Expected runtime on 2 CPU cores: about 15 minutes (mlp3_1-64); mlp5_1-8 with the shared
 root about 20 minutes for side=2000 and about 45 for the Kronecker pool (a slower
-materialization of the 2.8M weights than the product's).
+materialization of the 2.8M weights than the product's); lenet5_1-8's Kronecker group
+about an hour.
 """
 
 import os
@@ -71,7 +81,22 @@ def _mlp5_at_1_8():
     ]
 
 
-SETTINGS = {"mlp3_1-64": _mlp3_at_1_64, "mlp5_1-8": _mlp5_at_1_8}
+def _lenet5_at_1_8():
+    f = 1 / 8
+    # Calls of 10 unrolled steps, as lenet_mnist trains LeNet-5 (speed, not results).
+    return "MNIST LeNet-5 at 1/8: SMH variants", [
+        dict(net="lenet5", method="smh", compression=f, steps_per_call=10),
+        dict(net="lenet5", method="smh", compression=f, options=dict(pool="kronecker"),
+             steps_per_call=10),
+        dict(net="lenet5", method="nn", compression=f, steps_per_call=10),
+        dict(net="lenet5", method="hashnet", compression=f, steps_per_call=10),
+    ]
+
+
+# Each setting: its groups, and the preset beside this file whose protocol they train under.
+SETTINGS = {"mlp3_1-64": (_mlp3_at_1_64, "hashednets_mnist.py"),
+            "mlp5_1-8": (_mlp5_at_1_8, "hashednets_mnist.py"),
+            "lenet5_1-8": (_lenet5_at_1_8, "lenet_mnist.py")}
 
 
 def get_config(arg=None):
@@ -79,8 +104,8 @@ def get_config(arg=None):
     if setting not in SETTINGS:
         raise UserError(f"--preset hashednets_mnist_smh_variants:{setting}: unknown setting; "
                         f"allowed: {', '.join(SETTINGS)}")
-    # The protocol of `hashednets_mnist`, the preset beside this file.
+    groups, protocol = SETTINGS[setting]
     _, c = sweep_plan.load_preset_config(
-        os.path.join(os.path.dirname(os.path.abspath(__file__)), "hashednets_mnist.py"))
-    c.title, c.groups = SETTINGS[setting]()
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), protocol))
+    c.title, c.groups = groups()
     return c
