@@ -1,4 +1,4 @@
-"""Trains a model, compressed with SMH or dense, from one config file.
+r"""Trains a model, compressed with SMH or dense, from one config file.
 
     python train.py --config=configs/quickstart.py --workdir=/tmp/smh_quickstart
     python train.py --config=configs/resnet32_cifar10_smh.py --config.smh.fraction=0.1 \

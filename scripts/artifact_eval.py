@@ -1,4 +1,4 @@
-"""Evaluates compressed artifacts (eval.py --export_smh) rebuilt from the artifact alone.
+r"""Evaluates compressed artifacts (eval.py --export_smh) rebuilt from the artifact alone.
 
     python scripts/artifact_eval.py --config=configs/quickstart.py \
         --artifacts=/tmp/qs_f32,/tmp/qs_bf16 --per_layer --out=/tmp/artifacts.json

@@ -1,4 +1,4 @@
-"""Resident training's epoch dispatch, measured side by side: one scanned epoch (0)
+r"""Resident training's epoch dispatch, measured side by side: one scanned epoch (0)
 against calls of k unrolled steps.
 
     python scripts/resident_dispatch.py --net=lenet5 --runs=2 --steps_per_call=0,10

@@ -1,4 +1,4 @@
-"""Sweeps of train.py: run here (K at once) or written out as a Slurm job array, then
+r"""Sweeps of train.py: run here (K at once) or written out as a Slurm job array, then
 collected into a CSV, a Markdown table and the accuracy-vs-size plot.
 
     # A preset (configs/sweeps/NAME.py lists its runs), 6 at once on this host:

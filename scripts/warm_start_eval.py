@@ -1,4 +1,4 @@
-"""Accuracy of a dense model projected onto SMH factors, before any fine-tuning.
+r"""Accuracy of a dense model projected onto SMH factors, before any fine-tuning.
 
     python scripts/warm_start_eval.py --config=configs/quickstart.py \
         --config.smh.fraction=0.25 --config.smh.init_from_dense=/tmp/qs_dense \

@@ -12,9 +12,9 @@ docs/results/mnist_hashednets.md measures why).
 
 Expected result (published, dense): LeNet-300-100 1.64%, LeNet-5 0.80% test error.
 Measured runtime on 2 CPU cores with --parallel=2: LeNet-300-100's seven groups 7
-minutes. A LeNet-5 group trains 76 run-epochs (7 rates x 4, then 2 x 12 and 2 x 12) at
-about 0.1 s a run-step on one core: roughly an hour per full-width group, so the LeNet-5
-half of the preset takes several hours there.
+minutes. A LeNet-5 group trains 76 run-epochs (7 rates x 4, then 2 x 12 and 2 x 12):
+measured 11 to 98 minutes per group on one core (nn at 1/64 the shortest, hashnet the
+longest), about 4 hours for LeNet-5's seven groups with --parallel=2.
 """
 
 import os
