@@ -41,7 +41,8 @@ def get_config(arg=None):
     del arg
     c = ml_collections.ConfigDict()
     c.kind = "resident"
-    c.title = "MNIST, HashedNets' MLPs"
+    # Plot panels read "MNIST: <net>"; the collection covers every net in the root.
+    c.title = "MNIST"
     c.dataset = mnist_dataset()
     c.splits = ("train", "validation", "test")
     c.recipe = dict(epochs=20, batch_size=100, momentum=0.9, warmup_epochs=1.0)
