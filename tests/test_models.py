@@ -1,7 +1,7 @@
 """Tests for the model zoo (smh_jax.models).
 
 Parameter counts are checked abstractly (jax.eval_shape: no compute, no compile). Real
-compute uses one reduced member per family (width 0.25, 32x32, small batch); see
+compute uses one reduced member per family (width 0.25, fewer blocks, 32x32, small batch); see
 `_host_variables` for why most of it starts from numpy-made variables, and `_key` for
 the PRNG choice. Compile time dominates this file on CPU.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from typing import Any
 
 import flax
 import jax
@@ -23,6 +24,7 @@ from flax import traverse_util
 
 from smh_jax import models
 from smh_jax.errors import UserError
+from smh_jax.models import efficientnet, mobilenet
 from smh_jax.models.spec import ModelSpec, abstract_variables, count_params
 
 # torchvision's published parameter counts (1000 classes, 3-channel input).
@@ -107,6 +109,27 @@ def _host_variables(model: nn.Module, seed: int = 0) -> dict:
     return jax.tree_util.tree_map_with_path(make, _abstract_variables(model))
 
 
+# Shallower members for the compute tests: every kind of block the family has, fewer of
+# each (compiling all 16 EfficientNet-B0 blocks is most of a train step's cost on CPU).
+# The full-depth models are covered by the abstract tests above.
+SHALLOW = {
+    'efficientnet_b0': lambda **kw: efficientnet.EfficientNet(
+        width_coefficient=1.0, depth_coefficient=0.25, **kw),  # one block per stage
+    # No expansion and expansion, strided and residual.
+    'mobilenet_v2': lambda **kw: mobilenet.MobileNetV2(
+        stages=mobilenet._V2_STAGES[:2], **kw),
+    # SE and plain blocks, ReLU and hard-swish, strided and residual.
+    'mobilenet_v3_small': lambda **kw: mobilenet.MobileNetV3(
+        blocks=mobilenet._V3_SMALL_BLOCKS[:5], last_channel=1024, **kw),
+}
+
+
+def _reduced_model(name: str, dtype: Any = jnp.float32) -> nn.Module:
+    if name in SHALLOW:
+        return SHALLOW[name](num_classes=NUM_CLASSES, width_multiplier=WIDTH, dtype=dtype)
+    return models.create(name, num_classes=NUM_CLASSES, width_multiplier=WIDTH, dtype=dtype)
+
+
 @pytest.fixture(scope='module')
 def reduced():
     """Per family: (float32 model, bfloat16 model, variables), built lazily and shared."""
@@ -114,11 +137,8 @@ def reduced():
 
     def get(name: str):
         if name not in cache:
-            model = models.create(name, num_classes=NUM_CLASSES, width_multiplier=WIDTH)
-            model_bf16 = models.create(
-                name, num_classes=NUM_CLASSES, width_multiplier=WIDTH, dtype=jnp.bfloat16
-            )
-            cache[name] = (model, model_bf16, _host_variables(model))
+            model = _reduced_model(name)
+            cache[name] = (model, _reduced_model(name, jnp.bfloat16), _host_variables(model))
         return cache[name]
 
     return get

@@ -268,12 +268,12 @@ def _cli_cases(tmp, trained_workdir):
     train = ["train.py", "--config=configs/quickstart.py", *TINY_FLAGS]
     evaluate = ["eval.py", "--config=configs/quickstart.py", *TINY_FLAGS]
     fresh = {name: os.path.join(tmp, name) for name in
-             ("include", "batch", "nonfinite", "key", "value", "range")}
+             ("nonfinite", "key", "value", "range")}
     nonfinite = [f"--config.{k}={v}" for k, v in INFINITE_LR_AT_3.items()]
     return [
         # One case per way a command can fail (the messages of each kind of bad input are
-        # checked in-process above): flag parsing, config validation, a UserError while
-        # building the run, a refused checkpoint, a workdir, a training error.
+        # checked in-process above, those of building the run among them): flag parsing,
+        # config validation, a refused checkpoint, a workdir, a training error.
         ("unknown config key", [*train, f"--workdir={fresh['key']}",
                                 "--config.smh.fractoin=0.1"], 1, 2,
          "bad --config: 'fractoin' Did you mean \"fraction\"", fresh["key"]),
@@ -290,12 +290,6 @@ def _cli_cases(tmp, trained_workdir):
         ("eval refuses another run's checkpoint",
          [*evaluate, f"--workdir={trained_workdir}", "--config.smh.fraction=0.5"], 1, 2,
          "was written by a different run (smh.pool.M", trained_workdir),
-        ("include selects nothing",
-         [*train, f"--workdir={fresh['include']}", "--config.smh.include=no_such_layer"], 1, 2,
-         "select no parameter to hash", fresh["include"]),
-        ("batch vs 2 devices", [*train, f"--workdir={fresh['batch']}",
-                                "--config.batch_size=15"], 2, 2,
-         "config.batch_size: 15 is not divisible by the 2 devices", fresh["batch"]),
         ("workdir not writable", [*train, f"--workdir={blocker}/run"], 1, 2,
          "is not writable (Not a directory)", None),
         # A training error, not a user error: exit status 1, still one line. Non-finite

@@ -52,7 +52,7 @@ _REGISTRY: dict[str, tuple[str, str, int, int]] = {
     'efficientnet_b5': ('efficientnet', 'EfficientNetB5', 456, 32),
     'efficientnet_b6': ('efficientnet', 'EfficientNetB6', 528, 32),
     'efficientnet_b7': ('efficientnet', 'EfficientNetB7', 600, 32),
-    'mobilenet_v2': ('mobilenet', 'MobileNetV2', 224, 32),
+    'mobilenet_v2': ('mobilenet', 'MobileNetV2Standard', 224, 32),
     'mobilenet_v3_large': ('mobilenet', 'MobileNetV3Large', 224, 32),
     'mobilenet_v3_small': ('mobilenet', 'MobileNetV3Small', 224, 32),
     # MNIST (28x28): HashedNets' MLPs, the Caffe LeNets. `mlp` takes `hidden_sizes`.

@@ -130,8 +130,10 @@ class InvertedResidualV2(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2, torchvision layout; NHWC input with any number of channels."""
+    """MobileNetV2, torchvision layout; NHWC input with any number of channels. The
+    architecture is given by its stage table (`MobileNetV2Standard`: Sandler Table 2)."""
 
+    stages: Sequence[tuple[int, int, int, int]]
     num_classes: int = 1000
     width_multiplier: float = 1.0
     dropout_rate: float = 0.2
@@ -145,7 +147,7 @@ class MobileNetV2(nn.Module):
         x = conv(make_divisible(32 * w), (3, 3), 2, padding=1, name='stem_conv')(x)
         x = nn.relu6(norm(name='stem_bn')(x))
         index = 0
-        for t, c, n, s in _V2_STAGES:
+        for t, c, n, s in self.stages:
             for j in range(n):
                 x = InvertedResidualV2(
                     out_features=make_divisible(c * w),
@@ -245,5 +247,6 @@ class MobileNetV3(nn.Module):
         return x.astype(jnp.float32)
 
 
+MobileNetV2Standard = functools.partial(MobileNetV2, stages=_V2_STAGES)
 MobileNetV3Large = functools.partial(MobileNetV3, blocks=_V3_LARGE_BLOCKS, last_channel=1280)
 MobileNetV3Small = functools.partial(MobileNetV3, blocks=_V3_SMALL_BLOCKS, last_channel=1024)
