@@ -65,9 +65,12 @@ def match_width(count: Callable[[float], int], target: int, steps: int = WIDTH_S
         else:
             lo = mid + 1
     best = min((k for k in (lo - 1, lo) if k >= 1), key=lambda k: abs(count_at(k) - target))
-    # The narrowest width with that count (counts can stay flat over several widths).
+    # The narrowest width with that count (counts can stay flat over several widths). Any
+    # width already counted below it bounds the search (counts never decrease).
     if best > 1 and count_at(best - 1) == count_at(best):
-        first, last = 1, best
+        first = 1 + max((k for k, c in cache.items() if k < best and c < cache[best]),
+                        default=0)
+        last = best
         while first < last:
             mid = (first + last) // 2
             if count_at(mid) >= count_at(best):
