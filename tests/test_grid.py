@@ -190,6 +190,19 @@ def test_a_group_may_dispatch_its_epochs_its_own_way(tmp_path):
         "tiny", tiny_preset(str(tmp_path))).fingerprint(plan.groups[1])  # speed only
 
 
+def test_variant_groups_are_dispatched_as_their_protocol_preset_dispatches_the_net():
+    sweeps = os.path.join(ROOT, "configs", "sweeps")
+    _, lenets = sweep_plan.load_preset_config(os.path.join(sweeps, "lenet_mnist.py"))
+    protocol = {g["net"]: g.get("steps_per_call") for g in lenets.groups}
+    assert protocol == {"lenet_300_100": None, "lenet5": 10}
+    for arg in ("lenet5_1-8", "mlp5_1-8"):
+        name, config = sweep_plan.load_preset_config(
+            os.path.join(sweeps, "hashednets_mnist_smh_variants.py"), arg)
+        plan = grid.plan_from_config(name, config)
+        assert [plan.dispatch(g) for g in plan.groups] == [protocol.get(g.net) or 0
+                                                           for g in plan.groups], arg
+
+
 RESIDENT_PRESETS = sorted(
     os.path.join(ROOT, "configs", "sweeps", n)
     for n in os.listdir(os.path.join(ROOT, "configs", "sweeps")) if n.endswith(".py")

@@ -83,13 +83,11 @@ def _mlp5_at_1_8():
 
 def _lenet5_at_1_8():
     f = 1 / 8
-    # Calls of 10 unrolled steps, as lenet_mnist trains LeNet-5 (speed, not results).
     return "MNIST LeNet-5 at 1/8: SMH variants", [
-        dict(net="lenet5", method="smh", compression=f, steps_per_call=10),
-        dict(net="lenet5", method="smh", compression=f, options=dict(pool="kronecker"),
-             steps_per_call=10),
-        dict(net="lenet5", method="nn", compression=f, steps_per_call=10),
-        dict(net="lenet5", method="hashnet", compression=f, steps_per_call=10),
+        dict(net="lenet5", method="smh", compression=f),
+        dict(net="lenet5", method="smh", compression=f, options=dict(pool="kronecker")),
+        dict(net="lenet5", method="nn", compression=f),
+        dict(net="lenet5", method="hashnet", compression=f),
     ]
 
 
@@ -107,5 +105,9 @@ def get_config(arg=None):
     groups, protocol = SETTINGS[setting]
     _, c = sweep_plan.load_preset_config(
         os.path.join(os.path.dirname(os.path.abspath(__file__)), protocol))
-    c.title, c.groups = groups()
+    # Each net is dispatched as the protocol preset dispatches it (speed, not results).
+    dispatch = {g["net"]: g["steps_per_call"] for g in c.groups if "steps_per_call" in g}
+    c.title, own = groups()
+    c.groups = [{**({"steps_per_call": dispatch[g["net"]]} if g["net"] in dispatch else {}),
+                 **g} for g in own]
     return c
