@@ -113,8 +113,10 @@ def _host_variables(model: nn.Module, seed: int = 0) -> dict:
 # each (compiling all 16 EfficientNet-B0 blocks is most of a train step's cost on CPU).
 # The full-depth models are covered by the abstract tests above.
 SHALLOW = {
+    # Its first three stages: no expansion and expansion, 3x3 and 5x5, strided and
+    # residual (with drop-connect).
     'efficientnet_b0': lambda **kw: efficientnet.EfficientNet(
-        width_coefficient=1.0, depth_coefficient=0.25, **kw),  # one block per stage
+        width_coefficient=1.0, depth_coefficient=1.0, stages=efficientnet._B0_STAGES[:3], **kw),
     # No expansion and expansion, strided and residual.
     'mobilenet_v2': lambda **kw: mobilenet.MobileNetV2(
         stages=mobilenet._V2_STAGES[:2], **kw),

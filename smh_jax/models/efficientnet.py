@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +92,7 @@ class EfficientNet(nn.Module):
 
     width_coefficient: float
     depth_coefficient: float
+    stages: Sequence[tuple[int, int, int, int, int]]  # B0's table (Tan & Le Table 1)
     dropout_rate: float = 0.2
     drop_connect_rate: float = 0.2
     num_classes: int = 1000
@@ -123,7 +125,7 @@ class EfficientNet(nn.Module):
 
         stages = [
             (t, k, s, make_divisible(c * width), math.ceil(n * self.depth_coefficient))
-            for t, k, s, c, n in _B0_STAGES
+            for t, k, s, c, n in self.stages
         ]
         num_blocks = sum(stage[-1] for stage in stages)
         index = 0
@@ -156,28 +158,30 @@ class EfficientNet(nn.Module):
         return x.astype(jnp.float32)
 
 
-# (width, depth, dropout); resolutions 224/240/260/300/380/456/528/600 live in the registry.
+# B0's stages scaled by (width, depth), with their dropout; resolutions
+# 224/240/260/300/380/456/528/600 live in the registry.
+_B0Scaled = functools.partial(EfficientNet, stages=_B0_STAGES)
 EfficientNetB0 = functools.partial(
-    EfficientNet, width_coefficient=1.0, depth_coefficient=1.0, dropout_rate=0.2
+    _B0Scaled, width_coefficient=1.0, depth_coefficient=1.0, dropout_rate=0.2
 )
 EfficientNetB1 = functools.partial(
-    EfficientNet, width_coefficient=1.0, depth_coefficient=1.1, dropout_rate=0.2
+    _B0Scaled, width_coefficient=1.0, depth_coefficient=1.1, dropout_rate=0.2
 )
 EfficientNetB2 = functools.partial(
-    EfficientNet, width_coefficient=1.1, depth_coefficient=1.2, dropout_rate=0.3
+    _B0Scaled, width_coefficient=1.1, depth_coefficient=1.2, dropout_rate=0.3
 )
 EfficientNetB3 = functools.partial(
-    EfficientNet, width_coefficient=1.2, depth_coefficient=1.4, dropout_rate=0.3
+    _B0Scaled, width_coefficient=1.2, depth_coefficient=1.4, dropout_rate=0.3
 )
 EfficientNetB4 = functools.partial(
-    EfficientNet, width_coefficient=1.4, depth_coefficient=1.8, dropout_rate=0.4
+    _B0Scaled, width_coefficient=1.4, depth_coefficient=1.8, dropout_rate=0.4
 )
 EfficientNetB5 = functools.partial(
-    EfficientNet, width_coefficient=1.6, depth_coefficient=2.2, dropout_rate=0.4
+    _B0Scaled, width_coefficient=1.6, depth_coefficient=2.2, dropout_rate=0.4
 )
 EfficientNetB6 = functools.partial(
-    EfficientNet, width_coefficient=1.8, depth_coefficient=2.6, dropout_rate=0.5
+    _B0Scaled, width_coefficient=1.8, depth_coefficient=2.6, dropout_rate=0.5
 )
 EfficientNetB7 = functools.partial(
-    EfficientNet, width_coefficient=2.0, depth_coefficient=3.1, dropout_rate=0.5
+    _B0Scaled, width_coefficient=2.0, depth_coefficient=3.1, dropout_rate=0.5
 )
