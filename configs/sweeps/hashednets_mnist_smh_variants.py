@@ -9,6 +9,8 @@ and seeds): where SMH stands against HashNet, and why.
 The argument picks the setting: `mlp3_1-64` (default; 3-layer MLP at 1/64, about 12,420
 stored variables), `mlp5_1-8` (5-layer MLP at 1/8, about 349,600) or `lenet5_1-8` (LeNet-5
 at 1/8, about 53,900; under the protocol of `lenet_mnist` instead: 12 epochs, its grid).
+Each net's epochs are dispatched as its protocol preset dispatches them (`steps_per_call`:
+LeNet-5 in calls of 10 steps).
 
 Groups at mlp3_1-64:
   smh                       the library default: product pool A @ B (n = 892, M = 7),
