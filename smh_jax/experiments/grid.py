@@ -253,6 +253,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
             log(f"{group.directory}: done, skipped")
             return done
     os.makedirs(directory, exist_ok=True)
+    provenance.at_process_start()  # the code this group trains with, not HEAD when it ends
     spec = ModelSpec(group.net, num_classes=data.num_classes, overrides=dict(group.model))
     built = methods.build(spec, group.method, group.compression,
                           (1, *data.image_shape), **dict(group.options))
