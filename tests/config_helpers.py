@@ -14,9 +14,13 @@ import ml_collections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# XLA:CPU code generation without LLVM's expensive passes: the tests' programs are small,
-# so they cost compile time, not run time (this takes about a third off the suite).
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# XLA:CPU code generation without LLVM's expensive passes and with the elemental emitters
+# instead of the fusion emitters: the tests' programs are small, so they cost compile time,
+# not run time. The first two flags took about a third off the suite; the third cuts
+# compile time again by about 2.5x (a ResNet-20 and an EfficientNet-B0 train step on one
+# core: 12.5-13.9 s -> 4.3-5.7 s).
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                      "--xla_cpu_use_fusion_emitters=false")
 
 
 def xla_flags(devices: int) -> str:
