@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -201,6 +202,23 @@ def test_variant_groups_are_dispatched_as_their_protocol_preset_dispatches_the_n
         plan = grid.plan_from_config(name, config)
         assert [plan.dispatch(g) for g in plan.groups] == [protocol.get(g.net) or 0
                                                            for g in plan.groups], arg
+
+
+def test_the_lenet_preset_argument_selects_a_net_and_adds_weight_decay():
+    path = os.path.join(ROOT, "configs", "sweeps", "lenet_mnist.py")
+    _, default = sweep_plan.load_preset_config(path)
+    _, chosen = sweep_plan.load_preset_config(path, "net=lenet_300_100,weight_decay=0.0005")
+    assert chosen.groups == [g for g in default.groups if g["net"] == "lenet_300_100"]
+    plan, default_plan = (grid.plan_from_config("lenet", c) for c in (chosen, default))
+    assert plan.recipe.weight_decay == 0.0005 and default_plan.recipe.weight_decay == 0.0
+    # Another recipe: a group's results are not mistaken for the default protocol's.
+    assert plan.fingerprint(plan.groups[0]) != default_plan.fingerprint(
+        default_plan.groups[0])
+    for arg, message in (("net=lenet4", "net='lenet4' is not one of lenet_300_100, lenet5"),
+                         ("weight_decay=-1", "weight_decay=-1.0 must be >= 0"),
+                         ("decay=1", "config argument 'decay' is unknown")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            sweep_plan.load_preset_config(path, arg)
 
 
 RESIDENT_PRESETS = sorted(

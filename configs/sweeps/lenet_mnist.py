@@ -10,6 +10,11 @@ the time on a CPU); no dropout (the Caffe models have none). `--parallel=2` trai
 groups at once. LeNet-5's groups train in calls of 10 unrolled steps (`steps_per_call`;
 docs/results/mnist_hashednets.md measures why).
 
+Arguments (`--preset=lenet_mnist:net=lenet_300_100,weight_decay=0.0005`): `net` trains
+one of the two nets' groups only; `weight_decay` adds L2 to every method's gradients (the
+Caffe LeNets' solvers use 5e-4; the default protocol, like HashedNets', has none). A
+different recipe is a different group: results go to their own --root.
+
 Expected result (published, dense): LeNet-300-100 1.64%, LeNet-5 0.80% test error.
 Measured runtime on 2 CPU cores with --parallel=2: LeNet-300-100's seven groups 7
 minutes. A LeNet-5 group trains 76 run-epochs (7 rates x 4, then 2 x 12 and 2 x 12):
@@ -19,11 +24,19 @@ longest), about 4 hours for LeNet-5's seven groups with --parallel=2.
 
 import os
 
+from smh_jax.errors import UserError
 from smh_jax.experiments import sweep_plan
+from smh_jax.training import config_base
+
+NETS = ("lenet_300_100", "lenet5")
 
 
 def get_config(arg=None):
-    del arg
+    args = config_base.parse_arg(arg, net="", weight_decay=0.0)
+    if args.net and args.net not in NETS:
+        raise UserError(f"lenet_mnist: net={args.net!r} is not one of {', '.join(NETS)}")
+    if args.weight_decay < 0:
+        raise UserError(f"lenet_mnist: weight_decay={args.weight_decay} must be >= 0")
     # The protocol of `hashednets_mnist`, the preset beside this file.
     _, c = sweep_plan.load_preset_config(
         os.path.join(os.path.dirname(os.path.abspath(__file__)), "hashednets_mnist.py"))
@@ -31,8 +44,10 @@ def get_config(arg=None):
     c.recipe.epochs = 12
     c.search_epochs = 4
     c.learning_rates = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    if args.weight_decay:
+        c.recipe.weight_decay = args.weight_decay
     groups = []
-    for net in ("lenet_300_100", "lenet5"):
+    for net in [args.net] if args.net else NETS:
         # LeNet-5's convolution gradients run several times slower inside a loop body on
         # XLA:CPU: calls of 10 unrolled steps keep them out of one (resident.train_runs).
         # The MLP trains faster in the scanned epoch.
