@@ -94,6 +94,14 @@ def test_config_arguments_take_the_type_of_their_default_and_unknown_ones_are_re
         config_base.parse_arg("x=1", runlocal=False)
     with pytest.raises(UserError, match=r"config argument epochs='many': expected float"):
         config_base.parse_arg("epochs=many", epochs=1.0)
+    # Only a flag may be bare: a bare number or path would silently become True (1.0).
+    with pytest.raises(UserError, match="config argument 'epochs' needs a value: epochs=..."):
+        config_base.parse_arg("runlocal,epochs", runlocal=False, epochs=60.0)
+    with pytest.raises(UserError, match="config argument 'npz' needs a value"):
+        config_base.parse_arg("npz", npz="")
+    for raw in ("nan", "inf"):
+        with pytest.raises(UserError, match=f"epochs='{raw}': expected a finite float"):
+            config_base.parse_arg(f"epochs={raw}", epochs=1.0)
 
 
 def test_runlocal_shrinks_a_config_to_a_few_small_float32_steps():

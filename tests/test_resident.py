@@ -1,6 +1,7 @@
 """Resident training: several runs in one program (a scanned epoch, or unrolled calls),
 data kept on the device."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -87,6 +88,16 @@ def test_an_epoch_in_unrolled_calls_trains_as_the_scanned_epoch(model):
         # 100 examples may flip with rounding.
         np.testing.assert_allclose(a.validation_error, b.validation_error, atol=1.0)
         np.testing.assert_allclose(a.test_error, b.test_error, atol=1.0)
+
+
+def test_the_recipes_weight_decay_changes_training():
+    data = _data()
+    (plain,) = resident.train_runs(MODEL, data, RECIPE, [0.1], [0])
+    (decayed,) = resident.train_runs(MODEL, data, dataclasses.replace(RECIPE, weight_decay=0.5),
+                                     [0.1], [0])
+    # Same seed and rate: only the L2 term differs, and it must reach the updates.
+    assert plain.train_loss[0] != decayed.train_loss[0]
+    assert decayed.train_loss[-1] > plain.train_loss[-1]
 
 
 def test_compressed_models_train_resident():

@@ -11,6 +11,7 @@ a one-line `UserError`. The allowed values of `config.dataset` are the data pack
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from typing import Any
 
@@ -274,10 +275,10 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
         if key not in values:
             raise UserError(f"config argument {key!r} is unknown; allowed: {', '.join(values)}")
         default = values[key]
-        if not raw:
-            values[key] = True
-        elif isinstance(default, bool):
-            values[key] = raw.lower() in ("1", "true", "yes")
+        if isinstance(default, bool):
+            values[key] = not raw or raw.lower() in ("1", "true", "yes")  # a bare flag: on
+        elif not raw:
+            raise UserError(f"config argument {key!r} needs a value: {key}=...")
         elif default is None:
             values[key] = raw
         else:
@@ -286,6 +287,8 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
             except ValueError:
                 raise UserError(f"config argument {key}={raw!r}: expected "
                                 f"{type(default).__name__}") from None
+            if isinstance(default, float) and not math.isfinite(values[key]):
+                raise UserError(f"config argument {key}={raw!r}: expected a finite float")
     return ml_collections.ConfigDict(values)
 
 
