@@ -44,8 +44,7 @@ def get_config(arg=None):
     c.recipe.epochs = 12
     c.search_epochs = 4
     c.learning_rates = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-    if args.weight_decay:
-        c.recipe.weight_decay = args.weight_decay
+    c.recipe.weight_decay = args.weight_decay  # 0 (the default) is the protocol's recipe
     groups = []
     for net in [args.net] if args.net else NETS:
         # LeNet-5's convolution gradients run several times slower inside a loop body on
