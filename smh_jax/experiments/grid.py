@@ -320,8 +320,8 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
 
 
 def _worker(plan: Plan, groups: Sequence[Group], root: str) -> list[str]:
-    """Trains `groups` in this process (a worker of `run`'s pool)."""
-    provenance.at_process_start()
+    """Trains `groups` in this process (a worker of `run`'s pool); `run_group` captures
+    the provenance before it trains."""
     data = resident.load(plan.dataset, plan.splits)
     return [run_group(plan, g, root, data, log=lambda t: print(t, flush=True))["group"]
             for g in groups]
