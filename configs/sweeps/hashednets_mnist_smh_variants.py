@@ -110,6 +110,6 @@ def get_config(arg=None):
     # Each net is dispatched as the protocol preset dispatches it (speed, not results).
     dispatch = {g["net"]: g["steps_per_call"] for g in c.groups if "steps_per_call" in g}
     c.title, own = groups()
-    c.groups = [{**({"steps_per_call": dispatch[g["net"]]} if g["net"] in dispatch else {}),
-                 **g} for g in own]
+    c.groups = [{"steps_per_call": dispatch[g["net"]], **g} if g["net"] in dispatch else g
+                for g in own]
     return c
