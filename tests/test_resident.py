@@ -123,6 +123,9 @@ def test_bad_arguments_are_user_errors():
         resident.train_runs(MODEL, _data(), RECIPE, [0.1], [0], steps_per_call=-1)
     with pytest.raises(UserError, match="momentum"):
         resident.Recipe(epochs=1, momentum=1.0)
+    for decay in (-1e-4, float("nan")):
+        with pytest.raises(UserError, match=f"recipe.weight_decay: {decay} must be finite"):
+            resident.Recipe(epochs=1, weight_decay=decay)
     with pytest.raises(UserError, match="eval_examples=0 "):
         resident_dispatch.measure("mlp3", runs=1, settings=[0], examples=100, eval_examples=0)
 

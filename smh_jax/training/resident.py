@@ -113,6 +113,8 @@ class Recipe:
                             "must be >= 1")
         if not 0.0 <= self.momentum < 1.0:
             raise UserError(f"recipe.momentum: {self.momentum} must be in [0, 1)")
+        if not 0.0 <= self.weight_decay < math.inf:
+            raise UserError(f"recipe.weight_decay: {self.weight_decay} must be finite and >= 0")
 
     def schedule(self, steps_per_epoch: int) -> optax.Schedule:
         """A unit-peak schedule; each run multiplies it by its own learning rate."""
