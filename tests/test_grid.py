@@ -204,17 +204,21 @@ def test_variant_groups_are_dispatched_as_their_protocol_preset_dispatches_the_n
                                                            for g in plan.groups], arg
 
 
-def test_the_lenet_preset_argument_selects_a_net_and_adds_weight_decay():
+def test_the_lenet_preset_arguments_select_net_and_method_and_add_weight_decay():
     path = os.path.join(ROOT, "configs", "sweeps", "lenet_mnist.py")
     _, default = sweep_plan.load_preset_config(path)
     _, chosen = sweep_plan.load_preset_config(path, "net=lenet_300_100,weight_decay=0.0005")
     assert chosen.groups == [g for g in default.groups if g["net"] == "lenet_300_100"]
+    _, dense5 = sweep_plan.load_preset_config(path, "net=lenet5,method=dense")
+    assert dense5.groups == [g for g in default.groups
+                             if (g["net"], g["method"]) == ("lenet5", "dense")]
     plan, default_plan = (grid.plan_from_config("lenet", c) for c in (chosen, default))
     assert plan.recipe.weight_decay == 0.0005 and default_plan.recipe.weight_decay == 0.0
     # Another recipe: a group's results are not mistaken for the default protocol's.
     assert plan.fingerprint(plan.groups[0]) != default_plan.fingerprint(
         default_plan.groups[0])
     for arg, message in (("net=lenet4", "net='lenet4' is not one of lenet_300_100, lenet5"),
+                         ("method=lrd", "method='lrd' is not one of dense, nn, hashnet"),
                          ("weight_decay=-1", "weight_decay=-1.0 must be >= 0"),
                          ("decay=1", "config argument 'decay' is unknown")):
         with pytest.raises(UserError, match=re.escape(message)):
