@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an extra named run with these overrides")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every run, e.g. num_epochs=30 or dataset.path=...")
+    p.add_argument("--groups", help="resident presets: only the groups whose names match "
+                   "these comma-separated patterns, e.g. 'mlp5_*_1-8,mlp3_dense_1'")
     p.add_argument("--parallel", type=int, default=1, help="runs at once on this host")
     p.add_argument("--mem_fraction", type=float, default=None,
                    help="XLA_PYTHON_CLIENT_MEM_FRACTION per run when --parallel > 1 "
@@ -90,6 +92,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--mem_fraction {args.mem_fraction}: must be in (0, 1]")
     if args.time_limit < 0 or args.grace < 0:
         raise UserError(f"--time_limit {args.time_limit} / --grace {args.grace}: must be >= 0")
+    if args.groups:
+        raise UserError(f"--groups {args.groups!r}: selects groups of a resident preset "
+                        "(hashednets_mnist, lenet_mnist, ...); this sweep has none")
     grid_flags = [f"--{k}" for k in ("config", "fractions", "width_fractions", "variant")
                   if getattr(args, k)]
     if args.preset and grid_flags:
@@ -142,6 +147,8 @@ def run_resident(args: argparse.Namespace, name: str, config) -> int:
                         "apply to train.py sweeps only")
     grid.apply_sets(config, args.set)
     plan = grid.plan_from_config(name, config)
+    if args.groups:
+        plan = grid.only_groups(plan, [p for p in args.groups.split(",") if p])
     if not args.collect_only:
         wall = grid.run(plan, args.root, args.parallel, log=lambda t: print(t, flush=True))
         print(f"{name}: {len(plan.groups)} groups in {wall:.0f} s", flush=True)

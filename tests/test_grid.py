@@ -128,6 +128,57 @@ def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
          f"--root={root}", "--set", "recipe.epochz=3"],
         capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "the preset has no 'recipe.epochz'" in bad.stderr
+    unmatched = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--preset={preset}",
+         f"--root={root}", "--collect_only", "--groups=mlp_smh_*,mlp5_*"],
+        capture_output=True, text=True, check=False)
+    assert unmatched.returncode == 2 and (
+        "--groups 'mlp5_*' matches no group of preset 'tiny_preset'; its groups: "
+        "mlp_dense_1, mlp_smh_1-4") in unmatched.stderr
+
+
+def test_groups_patterns_keep_only_the_groups_they_match(tmp_path):
+    plan = grid.plan_from_config("tiny", tiny_preset(str(tmp_path)))
+    assert [g.directory for g in grid.only_groups(plan, ["*_smh_*"]).groups] == ["mlp_smh_1-4"]
+    assert grid.only_groups(plan, ["mlp_dense_1", "mlp_smh_1-4"]).groups == plan.groups
+
+
+def test_weight_decays_are_searched_with_the_rates_and_chosen_on_validation(tmp_path):
+    make_mnist(str(tmp_path / "mnist"))
+    c = tiny_preset(str(tmp_path / "mnist"))
+    c.weight_decays = (0.0, 0.01)
+    c.groups = c.groups[:1]
+    plan = grid.plan_from_config("tiny", c)
+    result = grid.run_group(plan, plan.groups[0], str(tmp_path / "sweep"), grid.resident.load(
+        plan.dataset, plan.splits), log=lambda _: None)
+    assert [(s["learning_rate"], s["weight_decay"]) for s in result["search"]] == [
+        (0.03, 0.0), (0.3, 0.0), (0.03, 0.01), (0.3, 0.01)]
+    ranked = sorted(result["search"], key=lambda s: (s["best_validation_error"],
+                                                     s["learning_rate"], s["weight_decay"]))
+    assert [(f["learning_rate"], f["weight_decay"]) for f in result["finals"]] == [
+        (s["learning_rate"], s["weight_decay"]) for s in ranked[:2]]
+    best = min(result["finals"], key=lambda f: (f["best_validation_error"],
+                                                f["learning_rate"], f["weight_decay"]))
+    assert (result["selected_learning_rate"], result["selected_weight_decay"]) == (
+        best["learning_rate"], best["weight_decay"])
+    assert all(r["weight_decay"] == best["weight_decay"] for r in result["runs"])
+    assert result["fingerprint"]["weight_decays"] == [0.0, 0.01]
+    grid_report.write(str(tmp_path / "sweep"), str(tmp_path), "wd")
+    with open(tmp_path / "wd_search.csv") as f:
+        assert [float(r["weight_decay"]) for r in csv.DictReader(f)] == [0, 0, 0.01, 0.01]
+    assert f"lr {best['learning_rate']:g}, wd {best['weight_decay']:g}: " in (
+        tmp_path / "wd_tables.md").read_text()
+
+
+def test_one_weight_decay_is_the_recipes_and_keeps_the_groups_identity(tmp_path):
+    decayed = tiny_preset(str(tmp_path))
+    decayed.recipe.weight_decay = 0.001
+    listed = tiny_preset(str(tmp_path))
+    listed.weight_decays = (0.001,)
+    a, b = (grid.plan_from_config("tiny", c) for c in (decayed, listed))
+    assert b.weight_decays == () and b.recipe == a.recipe
+    assert b.fingerprint(b.groups[0]) == a.fingerprint(a.groups[0])
+    assert "weight_decays" not in a.fingerprint(a.groups[0])
 
 
 def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_path,
@@ -137,9 +188,10 @@ def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_
 
     plan = dataclasses.replace(plan, steps_per_call=3)
 
-    def unstable_at_high_rates(module, data, recipe, rates, seeds, log, steps_per_call):
+    def unstable_at_high_rates(module, data, recipe, rates, seeds, log, steps_per_call,
+                               weight_decays):
         assert steps_per_call == 3  # the preset's dispatch reaches every training call
-        runs = real(module, data, recipe, rates, seeds, log, steps_per_call)
+        runs = real(module, data, recipe, rates, seeds, log, steps_per_call, weight_decays)
         for run, rate, seed in zip(runs, rates, seeds, strict=True):
             if rate == 0.3 and seed == 1:  # passes the search (seed 0), fails seed 1
                 run.train_loss[-1] = float("nan")
@@ -166,6 +218,17 @@ def test_bad_presets_are_user_errors(tmp_path):
     c = tiny_preset(str(tmp_path))
     c.search_epochs = 5
     with pytest.raises(UserError, match="search_epochs 5 must be in 1..2"):
+        grid.plan_from_config("bad", c)
+    for decays, message in (((0.1, -0.1), r"weight_decays \(0.1, -0.1\) must be distinct"),
+                            ((0.1, 0.1), r"weight_decays \(0.1, 0.1\) must be distinct")):
+        c = tiny_preset(str(tmp_path))
+        c.weight_decays = decays
+        with pytest.raises(UserError, match=message):
+            grid.plan_from_config("bad", c)
+    c = tiny_preset(str(tmp_path))
+    c.recipe.weight_decay = 0.5
+    c.weight_decays = (0.0, 0.1)
+    with pytest.raises(UserError, match="recipe.weight_decay 0.5 and weight_decays"):
         grid.plan_from_config("bad", c)
     c = tiny_preset(str(tmp_path))
     c.steps_per_call = -3
@@ -204,21 +267,17 @@ def test_variant_groups_are_dispatched_as_their_protocol_preset_dispatches_the_n
                                                            for g in plan.groups], arg
 
 
-def test_the_lenet_preset_arguments_select_net_and_method_and_add_weight_decay():
+def test_the_lenet_preset_argument_selects_a_net_and_adds_weight_decay():
     path = os.path.join(ROOT, "configs", "sweeps", "lenet_mnist.py")
     _, default = sweep_plan.load_preset_config(path)
     _, chosen = sweep_plan.load_preset_config(path, "net=lenet_300_100,weight_decay=0.0005")
     assert chosen.groups == [g for g in default.groups if g["net"] == "lenet_300_100"]
-    _, dense5 = sweep_plan.load_preset_config(path, "net=lenet5,method=dense")
-    assert dense5.groups == [g for g in default.groups
-                             if (g["net"], g["method"]) == ("lenet5", "dense")]
     plan, default_plan = (grid.plan_from_config("lenet", c) for c in (chosen, default))
     assert plan.recipe.weight_decay == 0.0005 and default_plan.recipe.weight_decay == 0.0
     # Another recipe: a group's results are not mistaken for the default protocol's.
     assert plan.fingerprint(plan.groups[0]) != default_plan.fingerprint(
         default_plan.groups[0])
     for arg, message in (("net=lenet4", "net='lenet4' is not one of lenet_300_100, lenet5"),
-                         ("method=lrd", "method='lrd' is not one of dense, nn, hashnet"),
                          ("weight_decay=-1", "weight_decay=-1.0 must be >= 0"),
                          ("decay=1", "config argument 'decay' is unknown")):
         with pytest.raises(UserError, match=re.escape(message)):

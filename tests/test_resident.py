@@ -100,6 +100,17 @@ def test_the_recipes_weight_decay_changes_training():
     assert decayed.train_loss[-1] > plain.train_loss[-1]
 
 
+def test_per_run_weight_decays_equal_each_decay_trained_alone():
+    data = _data()
+    together = resident.train_runs(MODEL, data, RECIPE, [0.1, 0.1], [0, 0],
+                                   weight_decays=[0.0, 0.5])
+    (alone,) = resident.train_runs(MODEL, data, dataclasses.replace(RECIPE, weight_decay=0.5),
+                                   [0.1], [0])
+    assert [r.weight_decay for r in together] == [0.0, 0.5] and alone.weight_decay == 0.5
+    np.testing.assert_allclose(together[1].train_loss, alone.train_loss, rtol=1e-4)
+    assert together[0].train_loss != together[1].train_loss
+
+
 def test_compressed_models_train_resident():
     compressed = smh_jax.compress(MODEL, fraction=0.25)
     (run,) = resident.train_runs(compressed, _data(), RECIPE, [1.0], [0])
@@ -119,6 +130,9 @@ def test_bad_arguments_are_user_errors():
     with pytest.raises(UserError, match="batch_size=1000 exceeds the 240"):
         resident.train_runs(MODEL, _data(), resident.Recipe(epochs=1, batch_size=1000),
                             [0.1], [0])
+    with pytest.raises(UserError, match=r"weight_decays \[0.1\] must be one finite number "
+                       r">= 0 per run \(2 runs\)"):
+        resident.train_runs(MODEL, _data(), RECIPE, [0.1, 0.2], [0, 1], weight_decays=[0.1])
     with pytest.raises(UserError, match="steps_per_call=-1 must be >= 0"):
         resident.train_runs(MODEL, _data(), RECIPE, [0.1], [0], steps_per_call=-1)
     with pytest.raises(UserError, match="momentum"):

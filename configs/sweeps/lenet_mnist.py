@@ -11,8 +11,7 @@ groups at once. LeNet-5's groups train in calls of 10 unrolled steps (`steps_per
 docs/results/mnist_hashednets.md measures why).
 
 Arguments (`--preset=lenet_mnist:net=lenet_300_100,weight_decay=0.0005`): `net` trains
-one of the two nets' groups only; `method` one method's groups only (dense, nn, hashnet or
-smh); `weight_decay` adds L2 to every method's gradients (the
+one of the two nets' groups only; `weight_decay` adds L2 to every method's gradients (the
 Caffe LeNets' solvers use 5e-4; the default protocol, like HashedNets', has none). A
 different recipe is a different group: results go to their own --root.
 
@@ -30,16 +29,12 @@ from smh_jax.experiments import sweep_plan
 from smh_jax.training import config_base
 
 NETS = ("lenet_300_100", "lenet5")
-METHODS = ("dense", "nn", "hashnet", "smh")
 
 
 def get_config(arg=None):
-    args = config_base.parse_arg(arg, net="", method="", weight_decay=0.0)
+    args = config_base.parse_arg(arg, net="", weight_decay=0.0)
     if args.net and args.net not in NETS:
         raise UserError(f"lenet_mnist: net={args.net!r} is not one of {', '.join(NETS)}")
-    if args.method and args.method not in METHODS:
-        raise UserError(
-            f"lenet_mnist: method={args.method!r} is not one of {', '.join(METHODS)}")
     if args.weight_decay < 0:
         raise UserError(f"lenet_mnist: weight_decay={args.weight_decay} must be >= 0")
     # The protocol of `hashednets_mnist`, the preset beside this file.
@@ -60,5 +55,5 @@ def get_config(arg=None):
         for compression in (1 / 8, 1 / 64):
             groups += [dict(net=net, method=m, compression=compression, **dispatch)
                        for m in ("nn", "hashnet", "smh")]
-    c.groups = [g for g in groups if args.method in ("", g["method"])]
+    c.groups = groups
     return c

@@ -5,17 +5,18 @@ A resident preset (configs/sweeps/NAME.py with `kind = "resident"`) lists *group
 network, a method (experiments/methods.py), a compression factor and SMH options. Every
 group goes through the same protocol:
 
-1. search: one run per learning rate of the preset's grid, all from the first seed,
-   trained together, for `search_epochs` (the schedule decays over the shorter run);
+1. search: one run per learning rate of the preset's grid (per learning rate and weight
+   decay, when the preset lists `weight_decays`), all from the first seed, trained
+   together, for `search_epochs` (the schedule decays over the shorter run);
 2. selection: when the search is shorter than the recipe, the `finalists` (default 2)
-   rates with the lowest best-epoch validation errors are trained again from the first
+   settings with the lowest best-epoch validation errors are trained again from the first
    seed for the recipe's full length, and the one with the lowest validation error wins
    (a short search alone favours large rates); with a full-length search, its best
-   rate. Validation only, never the test error; non-finite runs lose;
-3. seeds: every other seed at that learning rate, trained together (the first seed's
+   setting. Validation only, never the test error; non-finite runs lose;
+3. seeds: every other seed at that setting, trained together (the first seed's
    full-length run is reused). A rate must train every seed: if one diverges, all seeds
-   are trained again at the next smaller rate of the grid (a rate at the edge of
-   stability can pass one seed and fail another).
+   are trained again at the next smaller rate of the grid, the weight decay kept (a rate
+   at the edge of stability can pass one seed and fail another).
 
 Each group's result (`ROOT/<group>/result.json`: the search, the selected runs and their
 per-epoch validation and test errors) is written when it completes, so rerunning the
@@ -25,7 +26,9 @@ compression, options, recipe, grid and data) can share a root and reuse it.
 
 Preset fields: title; dataset (fields of config.dataset); splits (train, validation,
 test split names); recipe (fields of resident.Recipe); search_epochs; finalists;
-learning_rates; seeds; groups
+learning_rates; weight_decays (optional: L2 coefficients searched jointly with the rates,
+each method choosing its own on validation; one coefficient trains at that one, as
+recipe.weight_decay does; give one or the other); seeds; groups
 [{net, method, compression, options, model}] (`model`: ModelSpec overrides); references
 [{net, method, compression, test_error}] (published numbers, for the report);
 steps_per_call (how an epoch is dispatched, resident.train_runs: 0, the default, runs it
@@ -39,6 +42,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import math
 import multiprocessing
@@ -113,6 +117,13 @@ class Plan:
     groups: tuple[Group, ...]
     references: tuple[dict[str, Any], ...]
     steps_per_call: int = 0  # how epochs are dispatched (resident.train_runs); not a result
+    weight_decays: tuple[float, ...] = ()  # searched with the rates; () the recipe's only
+
+    @property
+    def settings(self) -> list[tuple[float, float]]:
+        """The search grid: (learning rate, weight decay) pairs, rates varying fastest."""
+        decays = self.weight_decays or (self.recipe.weight_decay,)
+        return [(rate, decay) for decay in decays for rate in self.learning_rates]
 
     def dispatch(self, group: Group) -> int:
         """The group's steps_per_call, else the preset's."""
@@ -126,7 +137,9 @@ class Plan:
                 "dataset": self.dataset, "splits": list(self.splits),
                 "recipe": dataclasses.asdict(self.recipe),
                 "search_epochs": self.search_epochs, "finalists": self.finalists,
-                "learning_rates": list(self.learning_rates)}
+                "learning_rates": list(self.learning_rates),
+                # Only when searched: results of single-decay presets keep their identity.
+                **({"weight_decays": list(self.weight_decays)} if self.weight_decays else {})}
 
 
 def _literal(text: str) -> Any:
@@ -175,6 +188,15 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
     rates = tuple(float(r) for r in config.learning_rates)
     if not rates or any(not r > 0 for r in rates):
         raise UserError(f"preset {name!r}: learning_rates {rates} must be positive numbers")
+    decays = tuple(float(d) for d in config.get("weight_decays", ()) or ())
+    if any(not 0.0 <= d < math.inf for d in decays) or len(set(decays)) != len(decays):
+        raise UserError(f"preset {name!r}: weight_decays {decays} must be distinct finite "
+                        "numbers >= 0")
+    if decays and recipe.weight_decay:
+        raise UserError(f"preset {name!r}: recipe.weight_decay {recipe.weight_decay} and "
+                        f"weight_decays {decays}: give one or the other")
+    if len(decays) == 1:  # one coefficient is a recipe, not a search
+        recipe, decays = dataclasses.replace(recipe, weight_decay=decays[0]), ()
     seeds = tuple(int(s) for s in config.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"preset {name!r}: seeds {seeds} must be distinct integers")
@@ -212,14 +234,26 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
                 learning_rates=rates, seeds=seeds,
                 groups=tuple(groups),
                 references=tuple(dict(r) for r in config.get("references", ())),
-                steps_per_call=steps_per_call)
+                steps_per_call=steps_per_call, weight_decays=decays)
+
+
+def only_groups(plan: Plan, patterns: Sequence[str]) -> Plan:
+    """The plan with only the groups whose directory names match one of `patterns`
+    (shell-style, e.g. `mlp5_*_1-8`); UserError for a pattern that matches none."""
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(g.directory, pattern) for g in plan.groups):
+            raise UserError(f"--groups {pattern!r} matches no group of preset {plan.name!r}; "
+                            f"its groups: {', '.join(g.directory for g in plan.groups)}")
+    return dataclasses.replace(plan, groups=tuple(
+        g for g in plan.groups if any(fnmatch.fnmatchcase(g.directory, p) for p in patterns)))
 
 
 # ----------------------------------------------------------------------------- one group
 
 
 def _run_json(run: resident.RunResult, share: float) -> dict[str, Any]:
-    return {"learning_rate": run.learning_rate, "seed": run.seed,
+    return {"learning_rate": run.learning_rate, "weight_decay": run.weight_decay,
+            "seed": run.seed,
             "trainable_params": run.trainable_params, "best_epoch": run.best_epoch,
             "best_validation_error": run.best_validation_error,
             "test_error": run.test_error_at_best, "final_test_error": run.final_test_error,
@@ -227,14 +261,21 @@ def _run_json(run: resident.RunResult, share: float) -> dict[str, Any]:
             "test_error_per_epoch": run.test_error, "wall_seconds": share}
 
 
-def _selection_key(run: dict[str, Any]) -> tuple[float, float]:
+def _selection_key(run: dict[str, Any]) -> tuple[float, float, float]:
     error = run["best_validation_error"]
-    return (error if math.isfinite(error) else math.inf, run["learning_rate"])
+    return (error if math.isfinite(error) else math.inf, run["learning_rate"],
+            run.get("weight_decay", 0.0))
 
 
 def select(search: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The search run with the lowest best-epoch validation error (smaller rate on ties)."""
+    """The search run with the lowest best-epoch validation error (on ties the smaller
+    rate, then the smaller weight decay)."""
     return min(search, key=_selection_key)
+
+
+def setting_label(rate: float, decay: float, searched_decays: bool) -> str:
+    """`lr 0.1` or, where weight decays were searched, `lr 0.1, wd 5e-05`."""
+    return f"lr {rate:g}" + (f", wd {decay:g}" if searched_decays else "")
 
 
 def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
@@ -261,38 +302,41 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
     say(f"{built.stored_params:,} stored parameters {built.description}")
     start = time.time()
     rates = list(plan.learning_rates)
+    searched_decays = bool(plan.weight_decays)
+    label = lambda run: setting_label(run["learning_rate"], run["weight_decay"],  # noqa: E731
+                                      searched_decays)
     steps_per_call = plan.dispatch(group)
     full = plan.search_epochs == plan.recipe.epochs
-    search_recipe = dataclasses.replace(plan.recipe, epochs=plan.search_epochs)
-    found = resident.train_runs(built.module, data, search_recipe, rates,
-                                [plan.seeds[0]] * len(rates), log=say,
-                                steps_per_call=steps_per_call)
-    search = [_run_json(r, found[0].wall_seconds / len(found)) for r in found]
+
+    def train(recipe, settings, seeds):
+        trained = resident.train_runs(
+            built.module, data, recipe, [r for r, _ in settings], seeds, log=say,
+            steps_per_call=steps_per_call, weight_decays=[d for _, d in settings])
+        return [_run_json(r, trained[0].wall_seconds / len(trained)) for r in trained]
+
+    settings = plan.settings
+    search = train(dataclasses.replace(plan.recipe, epochs=plan.search_epochs), settings,
+                   [plan.seeds[0]] * len(settings))
     finals = []
     if full:
         best = select(search)
     else:
-        finalists = [s["learning_rate"] for s in sorted(search, key=_selection_key)
+        finalists = [(s["learning_rate"], s["weight_decay"])
+                     for s in sorted(search, key=_selection_key)
                      if math.isfinite(s["best_validation_error"])][:plan.finalists]
-        finalists = finalists or [min(rates)]
-        say(f"finalists {', '.join(f'{x:g}' for x in finalists)}: full length from seed "
-            f"{plan.seeds[0]}")
-        trained = resident.train_runs(built.module, data, plan.recipe, finalists,
-                                      [plan.seeds[0]] * len(finalists), log=say,
-                                      steps_per_call=steps_per_call)
-        finals = [_run_json(r, trained[0].wall_seconds / len(trained)) for r in trained]
+        finalists = finalists or [min(settings)]
+        say(f"finalists {'; '.join(setting_label(*f, searched_decays) for f in finalists)}: "
+            f"full length from seed {plan.seeds[0]}")
+        finals = train(plan.recipe, finalists, [plan.seeds[0]] * len(finalists))
         best = select(finals)
-    say(f"selected learning rate {best['learning_rate']:g} (validation error "
-        f"{best['best_validation_error']:.2f}%)")
-    rate, diverged = best["learning_rate"], []
+    say(f"selected {label(best)} (validation error {best['best_validation_error']:.2f}%)")
+    rate, decay, diverged = best["learning_rate"], best["weight_decay"], []
     while True:
         reuse = rate == best["learning_rate"]
         runs = [best] if reuse else []
         seeds = list(plan.seeds[1:] if reuse else plan.seeds)
         if seeds:
-            more = resident.train_runs(built.module, data, plan.recipe, [rate] * len(seeds),
-                                       seeds, log=say, steps_per_call=steps_per_call)
-            runs += [_run_json(r, more[0].wall_seconds / len(more)) for r in more]
+            runs += train(plan.recipe, [(rate, decay)] * len(seeds), seeds)
         smaller = [r for r in rates if r < rate]
         if all(math.isfinite(r["train_loss"][-1]) for r in runs) or not smaller:
             break
@@ -304,6 +348,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         "compression": group.compression, "variant": group.variant,
         "stored_params": built.stored_params, "description": built.description,
         "epochs": plan.recipe.epochs, "selected_learning_rate": rate,
+        "selected_weight_decay": decay, "searched_weight_decays": searched_decays,
         "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
         "runs": runs, "search": search, "finals": finals,
         "wall_seconds": time.time() - start, "steps_per_call": steps_per_call,

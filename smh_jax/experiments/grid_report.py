@@ -3,11 +3,12 @@
 From every `ROOT/<group>/result.json`:
 - `NAME.csv`: one row per selected run (net, method, compression, stored_params, seed,
   test_error at the best-validation epoch, final_test_error, best_epoch, epochs,
-  wall_seconds, learning_rate, variant), errors in percent;
-- `NAME_search.csv`: every run of every learning-rate search (the first seed);
+  wall_seconds, learning_rate, variant, weight_decay), errors in percent;
+- `NAME_search.csv`: every run of every learning-rate (and weight-decay) search (the
+  first seed);
 - `NAME_tables.md`: per network, the mean test error of each method at each compression next
-  to the published one, the learning rates chosen, and what one shared learning rate
-  would have given each method;
+  to the published one, the learning rates (and weight decays) chosen, and what one shared
+  learning rate would have given each method;
 - `NAME.png` / `.svg`: test error vs compression (log scale), ours solid, published
   dashed (needs matplotlib).
 """
@@ -24,14 +25,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from smh_jax.experiments.grid import RESULT_FILE, compression_label
+from smh_jax.experiments.grid import RESULT_FILE, compression_label, setting_label
 
 CSV_COLUMNS = ("net", "method", "compression", "stored_params", "seed", "test_error",
                "final_test_error", "best_epoch", "epochs", "wall_seconds", "learning_rate",
-               "variant")
+               "variant", "weight_decay")
 SEARCH_COLUMNS = ("net", "method", "variant", "compression", "stored_params", "seed",
-                  "learning_rate", "best_validation_error", "test_error", "final_test_error",
-                  "best_epoch")
+                  "learning_rate", "weight_decay", "best_validation_error", "test_error",
+                  "final_test_error", "best_epoch")
 METHOD_ORDER = ("dense", "nn", "lrd", "lrd_learned", "hashnet", "smh")
 
 
@@ -40,8 +41,18 @@ def load_results(root: str) -> list[dict[str, Any]]:
     out = []
     for path in sorted(glob.glob(os.path.join(root, "*", RESULT_FILE))):
         with open(path, encoding="utf-8") as f:
-            out.append(json.load(f))
+            out.append(_with_weight_decays(json.load(f)))
     return sorted(out, key=_order)
+
+
+def _with_weight_decays(result: dict[str, Any]) -> dict[str, Any]:
+    """Results written before runs recorded their weight decay: the recipe's, everywhere."""
+    decay = result["fingerprint"]["recipe"].get("weight_decay", 0.0)
+    for run in (*result["runs"], *result["search"], *result.get("finals", ())):
+        run.setdefault("weight_decay", decay)
+    result.setdefault("selected_weight_decay", decay)
+    result.setdefault("searched_weight_decays", False)
+    return result
 
 
 def _order(result: dict[str, Any]) -> tuple:
@@ -65,7 +76,8 @@ def rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "test_error": run["test_error"], "final_test_error": run["final_test_error"],
                 "best_epoch": run["best_epoch"], "epochs": r["epochs"],
                 "wall_seconds": round(run["wall_seconds"], 1),
-                "learning_rate": run["learning_rate"], "variant": r.get("variant", "")})
+                "learning_rate": run["learning_rate"], "variant": r.get("variant", ""),
+                "weight_decay": run["weight_decay"]})
     return out
 
 
@@ -73,7 +85,7 @@ def search_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"net": r["net"], "method": r["method"], "variant": r.get("variant", ""),
              "compression": r["compression"], "stored_params": r["stored_params"],
              "seed": s["seed"], "learning_rate": s["learning_rate"],
-             "best_validation_error": s["best_validation_error"],
+             "weight_decay": s["weight_decay"], "best_validation_error": s["best_validation_error"],
              "test_error": s["test_error"], "final_test_error": s["final_test_error"],
              "best_epoch": s["best_epoch"]}
             for r in results for s in r["search"]]
@@ -114,8 +126,8 @@ def table_column(compression: float) -> float:
 
 def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]]) -> str:
     """Per network: mean test error (best-validation epoch, and last epoch) by method and
-    compression, the published value beside ours, the chosen learning rates, and each
-    search's test error at every learning rate of the grid."""
+    compression, the published value beside ours, the chosen learning rates and weight
+    decays, and each search's test error at every setting of the grid."""
     lines: list[str] = []
     by_net: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
@@ -145,9 +157,10 @@ def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, A
             cells = [_mean([run["final_test_error"] for run in cell[(label, c)]["runs"]])
                      if (label, c) in cell else "" for c in sizes]
             lines.append(f"| {label} | {' | '.join(cells)} |")
-        lines += ["", f"Stored parameters, chosen learning rate, seeds, wall seconds ({net}):",
-                  "", "| method | compression | stored | learning rate | seeds | wall s |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["", f"Stored parameters, chosen learning rate and weight decay, seeds, wall "
+                  f"seconds ({net}):", "",
+                  "| method | compression | stored | learning rate | weight decay | seeds | "
+                  "wall s |", "|---|---:|---:|---:|---:|---:|---:|"]
         for r in group:
             rate = f"{r['selected_learning_rate']:g}"
             if r.get("diverged_rates"):
@@ -155,33 +168,41 @@ def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, A
                     f"{x:g}" for x in r["diverged_rates"]) + ")"
             lines.append(f"| {_label(r)} | {compression_label(r['compression'])} | "
                          f"{r['stored_params']:,} | {rate} | "
+                         f"{r['selected_weight_decay']:g} | "
                          f"{len(r['runs'])} | {r['wall_seconds']:.0f} |")
         rates = sorted({s["learning_rate"] for r in group for s in r["search"]})
         lines += ["", f"The search ({net}, first seed): test error (%) at the best-validation "
-                  "epoch for every learning rate of the grid; **bold**: the one chosen on "
-                  "validation.", "",
-                  "| method | compression | " + " | ".join(f"lr {x:g}" for x in rates) + " |",
-                  "|---|---:|" + "---:|" * len(rates)]
+                  "epoch for every learning rate (and weight decay) of the grid; **bold**: "
+                  "the setting chosen on validation.", "",
+                  "| method | compression | weight decay | "
+                  + " | ".join(f"lr {x:g}" for x in rates) + " |",
+                  "|---|---:|---:|" + "---:|" * len(rates)]
         for r in group:
-            by_rate = {s["learning_rate"]: s for s in r["search"]}
-            cells = []
-            for x in rates:
-                s = by_rate.get(x)
-                text = "" if s is None else (
-                    f"{s['test_error']:.2f}" if math.isfinite(s["test_error"]) else "diverged")
-                cells.append(f"**{text}**" if x == r["selected_learning_rate"] else text)
-            lines.append(f"| {_label(r)} | {compression_label(r['compression'])} | "
-                         f"{' | '.join(cells)} |")
+            for decay in sorted({s["weight_decay"] for s in r["search"]}):
+                by_rate = {s["learning_rate"]: s for s in r["search"]
+                           if s["weight_decay"] == decay}
+                cells = []
+                for x in rates:
+                    s = by_rate.get(x)
+                    text = "" if s is None else (f"{s['test_error']:.2f}" if math.isfinite(
+                        s["test_error"]) else "diverged")
+                    chosen = (x, decay) == (r["selected_learning_rate"],
+                                            r["selected_weight_decay"])
+                    cells.append(f"**{text}**" if chosen and text else text)
+                lines.append(f"| {_label(r)} | {compression_label(r['compression'])} | "
+                             f"{decay:g} | {' | '.join(cells)} |")
         finals = [r for r in group if r.get("finals")]
         if finals:
-            lines += ["", f"The finalists ({net}): the search's two best rates trained for the "
-                      "full length from the first seed; validation error / test error (%) at "
-                      "the best-validation epoch.", "",
+            lines += ["", f"The finalists ({net}): the search's best settings trained for "
+                      "the full length from the first seed; validation error / test error (%) "
+                      "at the best-validation epoch.", "",
                       "| method | compression | finalists |", "|---|---:|---|"]
             for r in finals:
+                searched = r["searched_weight_decays"]
                 text = "; ".join(
-                    f"lr {f['learning_rate']:g}: {f['best_validation_error']:.2f} / "
-                    f"{f['test_error']:.2f}" for f in r["finals"])
+                    f"{setting_label(f['learning_rate'], f['weight_decay'], searched)}: "
+                    f"{f['best_validation_error']:.2f} / {f['test_error']:.2f}"
+                    for f in r["finals"])
                 lines.append(f"| {_label(r)} | {compression_label(r['compression'])} | "
                              f"{text} |")
         lines.append("")
@@ -231,7 +252,8 @@ def plot(results: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]]
         ax.set_ylabel("test error (%)")
         ax.set_title(f"{title}: {net}" if title else net)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a dense-only panel has no lines
+            ax.legend(fontsize=7)
     fig.tight_layout()
     out = []
     for ext in ("png", "svg"):

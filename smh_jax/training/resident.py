@@ -14,7 +14,8 @@ Every run gets its own initialization, data order and dropout stream from its se
 that share a seed differ only in their learning rate), and is evaluated on the validation
 and test splits after every epoch. The optimizer is SGD with momentum (HashedNets'
 setup), with a cosine learning-rate decay after an optional linear warmup; the learning
-rate is a per-run input, so the runs of a learning-rate grid share one program.
+rate and the L2 weight decay are per-run inputs, so the runs of a (learning rate, weight
+decay) grid share one program.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def load(dataset_config: Any, splits: Sequence[str] = ("train", "validation", "t
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """How every run of a group trains (the learning rate is per run)."""
+    """How every run of a group trains (the learning rate is per run; `weight_decay` is
+    every run's unless `train_runs` is given one per run)."""
 
     epochs: int
     batch_size: int = 50
@@ -138,6 +140,7 @@ class RunResult:
     validation_error: list[float]
     test_error: list[float]
     wall_seconds: float
+    weight_decay: float = 0.0
 
     @property
     def best_epoch(self) -> int:
@@ -192,11 +195,14 @@ def _errors(module: nn.Module, params: Any, state: dict, split: Split) -> jax.Ar
 def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
                learning_rates: Sequence[float], seeds: Sequence[int],
                log: Callable[[str], None] = lambda _: None,
-               steps_per_call: int = 0) -> list[RunResult]:
+               steps_per_call: int = 0,
+               weight_decays: Sequence[float] | None = None) -> list[RunResult]:
     """Trains one run per (learning_rate, seed) pair, all at once (module doc).
 
     `learning_rates` and `seeds` have the same length: run r trains at learning_rates[r]
-    from seed seeds[r]. Non-finite runs are reported (their curves hold NaN), not raised.
+    from seed seeds[r], with L2 weight decay weight_decays[r] (default: the recipe's for
+    every run) added to its gradient before the momentum. Non-finite runs are reported
+    (their curves hold NaN), not raised.
 
     `steps_per_call` = 0 runs each epoch as one jitted `lax.scan`, the runs batched by
     `jax.vmap`. k > 0 runs it as a Python loop over jitted calls of k steps (the last
@@ -209,6 +215,11 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
     if len(learning_rates) != len(seeds) or not learning_rates:
         raise UserError(f"train_runs: {len(learning_rates)} learning rates for {len(seeds)} "
                         "seeds; give one of each per run")
+    decays = [recipe.weight_decay] * len(seeds) if weight_decays is None else [
+        float(d) for d in weight_decays]
+    if len(decays) != len(seeds) or not all(0.0 <= d < math.inf for d in decays):
+        raise UserError(f"train_runs: weight_decays {list(weight_decays or [])} must be one "
+                        f"finite number >= 0 per run ({len(seeds)} runs)")
     if steps_per_call < 0:
         raise UserError(f"train_runs: steps_per_call={steps_per_call} must be >= 0 (0: the "
                         "whole epoch in one call)")
@@ -219,10 +230,8 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
         raise UserError(f"recipe.batch_size={recipe.batch_size} exceeds the {n_train} "
                         "training examples")
     schedule = recipe.schedule(steps)
-    tx = optax.chain(
-        optax.add_decayed_weights(recipe.weight_decay) if recipe.weight_decay
-        else optax.identity(),
-        optax.trace(decay=recipe.momentum, nesterov=recipe.nesterov))
+    tx = optax.trace(decay=recipe.momentum, nesterov=recipe.nesterov)
+    decayed = any(decays)  # without decay, no L2 term in the step at all
     keys = jax.vmap(lambda s: jax.random.key(s))(jnp.asarray(seeds, jnp.uint32))
     example = data.train.images[:1]
 
@@ -237,8 +246,9 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
     params, state, opt_state = jax.jit(jax.vmap(init))(keys)
     trainable = count_params(jax.tree.map(lambda x: x[0], params))
     rates = jnp.asarray(learning_rates, jnp.float32)
+    decay_rates = jnp.asarray(decays, jnp.float32)
 
-    def one_step(params, state, opt_state, key, rate, step, batch_index, train):
+    def one_step(params, state, opt_state, key, rate, decay, step, batch_index, train):
         x, y = train.images[batch_index], train.labels[batch_index]
         dropout = jax.random.fold_in(jax.random.fold_in(key, 1), step)
         mutable = [c for c in state if c == "batch_stats"]
@@ -251,6 +261,8 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
             return loss, updates
 
         (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        if decayed:  # L2: what optax.add_decayed_weights adds, with this run's coefficient
+            grads = jax.tree.map(lambda g, p: g + decay * p, grads, params)
         direction, opt_state = tx.update(grads, opt_state, params)
         scale = -rate * schedule(step)
         params = jax.tree.map(lambda p, d: p + scale * d, params, direction)
@@ -268,11 +280,11 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
     def every_run(params, state, opt_state, step, batch, train, unroll):
         """One step of every run: vmapped, or (unroll) one program per run."""
         if not unroll:
-            return jax.vmap(one_step, in_axes=(0, 0, 0, 0, 0, None, 0, None))(
-                params, state, opt_state, keys, rates, step, batch, train)
+            return jax.vmap(one_step, in_axes=(0, 0, 0, 0, 0, 0, None, 0, None))(
+                params, state, opt_state, keys, rates, decay_rates, step, batch, train)
         run = lambda tree, r: jax.tree.map(lambda x: x[r], tree)  # noqa: E731
         outs = [one_step(run(params, r), run(state, r), run(opt_state, r), keys[r], rates[r],
-                         step, batch[r], train) for r in range(num_runs)]
+                         decay_rates[r], step, batch[r], train) for r in range(num_runs)]
         return jax.tree.map(lambda *x: jnp.stack(x), *outs)
 
     def run_steps(params, state, opt_state, step_numbers, batches, train, unroll):
@@ -351,7 +363,7 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
         train_loss=[float(loss[r]) for loss, _ in curves],
         validation_error=[_percent(w[r, 0], len(data.validation), loss[r]) for loss, w in curves],
         test_error=[_percent(w[r, 1], len(data.test), loss[r]) for loss, w in curves],
-        wall_seconds=wall) for r in range(num_runs)]
+        wall_seconds=wall, weight_decay=decays[r]) for r in range(num_runs)]
 
 
 def _percent(wrong: Any, total: int, loss: Any) -> float:
