@@ -92,9 +92,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--mem_fraction {args.mem_fraction}: must be in (0, 1]")
     if args.time_limit < 0 or args.grace < 0:
         raise UserError(f"--time_limit {args.time_limit} / --grace {args.grace}: must be >= 0")
-    if args.groups:
-        raise UserError(f"--groups {args.groups!r}: selects groups of a resident preset "
-                        "(hashednets_mnist, lenet_mnist, ...); this sweep has none")
     grid_flags = [f"--{k}" for k in ("config", "fractions", "width_fractions", "variant")
                   if getattr(args, k)]
     if args.preset and grid_flags:
@@ -148,7 +145,10 @@ def run_resident(args: argparse.Namespace, name: str, config) -> int:
     grid.apply_sets(config, args.set)
     plan = grid.plan_from_config(name, config)
     if args.groups:
-        plan = grid.only_groups(plan, [p for p in args.groups.split(",") if p])
+        if args.collect_only:
+            raise UserError(f"--groups {args.groups!r} selects groups to train; "
+                            "--collect_only reports every group under --root")
+        plan = grid.only_groups(plan, [p.strip() for p in args.groups.split(",") if p.strip()])
     if not args.collect_only:
         wall = grid.run(plan, args.root, args.parallel, log=lambda t: print(t, flush=True))
         print(f"{name}: {len(plan.groups)} groups in {wall:.0f} s", flush=True)
@@ -165,6 +165,9 @@ def _main(args: argparse.Namespace) -> int:
         name, config = sweep_plan.load_preset_config(*preset_path(args))
         if config.get("kind") == "resident":
             return run_resident(args, name, config)
+    if args.groups:
+        raise UserError(f"--groups {args.groups!r}: selects groups of a resident preset "
+                        "(hashednets_mnist, lenet_mnist, ...); this sweep has none")
     if args.collect_only:
         paths = collect.write_results(args.root, out_dir, args.name)
         print("\n".join(paths.values()))

@@ -112,6 +112,23 @@ def test_report_has_one_row_per_selected_run_and_the_search(swept, tmp_path):
     assert str(tmp_path / "tiny_tables.md") in paths
 
 
+def test_results_written_before_runs_recorded_weight_decay_are_reported(swept, tmp_path):
+    plan, shared_root, _ = swept
+    root = tmp_path / "old"
+    shutil.copytree(shared_root, root)
+    path = root / plan.groups[0].directory / grid.RESULT_FILE
+    result = json.loads(path.read_text())
+    for key in ("selected_weight_decay", "searched_weight_decays"):
+        del result[key]
+    for run in (*result["runs"], *result["search"], *result["finals"]):
+        del run["weight_decay"]
+    path.write_text(json.dumps(result))
+    grid_report.write(str(root), str(tmp_path), "old", plan.references, plan.title)
+    with open(tmp_path / "old.csv") as f:
+        assert {r["weight_decay"] for r in csv.DictReader(f)} == {"0.0"}
+    assert "| dense | 1 | 0 | " in (tmp_path / "old_tables.md").read_text()
+
+
 def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
     plan, root, data = swept
     preset = tmp_path / "tiny_preset.py"
@@ -128,19 +145,30 @@ def test_the_sweep_command_runs_resident_presets(swept, tmp_path):
          f"--root={root}", "--set", "recipe.epochz=3"],
         capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "the preset has no 'recipe.epochz'" in bad.stderr
-    unmatched = subprocess.run(
+    for extra, message in (
+            ([], "--groups 'mlp5_*' matches no group of preset 'tiny_preset'; its groups: "
+                 "mlp_dense_1, mlp_smh_1-4"),
+            (["--collect_only"], "--collect_only reports every group under --root")):
+        refused = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--preset={preset}",
+             f"--root={tmp_path / 'refused'}", "--groups=mlp_smh_*,mlp5_*", *extra],
+            capture_output=True, text=True, check=False)
+        assert refused.returncode == 2 and message in refused.stderr
+        assert not (tmp_path / "refused").exists()  # refused before anything is written
+    scalar = subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--preset={preset}",
-         f"--root={root}", "--collect_only", "--groups=mlp_smh_*,mlp5_*"],
+         f"--root={root}", "--collect_only", "--set", "seeds=3"],
         capture_output=True, text=True, check=False)
-    assert unmatched.returncode == 2 and (
-        "--groups 'mlp5_*' matches no group of preset 'tiny_preset'; its groups: "
-        "mlp_dense_1, mlp_smh_1-4") in unmatched.stderr
+    assert scalar.returncode == 2 and "--set 'seeds=3': seeds takes a tuple like (0, 1)" in (
+        scalar.stderr)
 
 
 def test_groups_patterns_keep_only_the_groups_they_match(tmp_path):
     plan = grid.plan_from_config("tiny", tiny_preset(str(tmp_path)))
     assert [g.directory for g in grid.only_groups(plan, ["*_smh_*"]).groups] == ["mlp_smh_1-4"]
     assert grid.only_groups(plan, ["mlp_dense_1", "mlp_smh_1-4"]).groups == plan.groups
+    with pytest.raises(UserError, match="--groups: no pattern given"):
+        grid.only_groups(plan, [])
 
 
 def test_weight_decays_are_searched_with_the_rates_and_chosen_on_validation(tmp_path):
@@ -153,6 +181,8 @@ def test_weight_decays_are_searched_with_the_rates_and_chosen_on_validation(tmp_
         plan.dataset, plan.splits), log=lambda _: None)
     assert [(s["learning_rate"], s["weight_decay"]) for s in result["search"]] == [
         (0.03, 0.0), (0.3, 0.0), (0.03, 0.01), (0.3, 0.01)]
+    # The decay reaches training: same seed and rate, other curves.
+    assert result["search"][0]["train_loss"] != result["search"][2]["train_loss"]
     ranked = sorted(result["search"], key=lambda s: (s["best_validation_error"],
                                                      s["learning_rate"], s["weight_decay"]))
     assert [(f["learning_rate"], f["weight_decay"]) for f in result["finals"]] == [
@@ -178,7 +208,15 @@ def test_one_weight_decay_is_the_recipes_and_keeps_the_groups_identity(tmp_path)
     a, b = (grid.plan_from_config("tiny", c) for c in (decayed, listed))
     assert b.weight_decays == () and b.recipe == a.recipe
     assert b.fingerprint(b.groups[0]) == a.fingerprint(a.groups[0])
-    assert "weight_decays" not in a.fingerprint(a.groups[0])
+    assert "weight_decays" not in b.fingerprint(b.groups[0])
+
+
+def test_searched_weight_decays_in_another_order_are_the_same_search(tmp_path):
+    one, other = tiny_preset(str(tmp_path)), tiny_preset(str(tmp_path))
+    one.weight_decays, other.weight_decays = (5e-4, 0.0), (0.0, 5e-4)
+    a, b = (grid.plan_from_config("tiny", c) for c in (one, other))
+    assert a.weight_decays == (0.0, 5e-4)
+    assert a.fingerprint(a.groups[0]) == b.fingerprint(b.groups[0])
 
 
 def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_path,
@@ -186,7 +224,8 @@ def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_
     plan, _, _ = swept
     real = grid.resident.train_runs
 
-    plan = dataclasses.replace(plan, steps_per_call=3)
+    # Decays searched too: the fallback changes the rate and keeps the chosen decay.
+    plan = dataclasses.replace(plan, steps_per_call=3, weight_decays=(0.0, 0.01))
 
     def unstable_at_high_rates(module, data, recipe, rates, seeds, log, steps_per_call,
                                weight_decays):
@@ -195,7 +234,7 @@ def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_
         for run, rate, seed in zip(runs, rates, seeds, strict=True):
             if rate == 0.3 and seed == 1:  # passes the search (seed 0), fails seed 1
                 run.train_loss[-1] = float("nan")
-            if rate == 0.3 and seed == 0:  # ... where it wins on validation
+            if rate == 0.3 and seed == 0 and run.weight_decay == 0.01:  # ... where it wins
                 run.validation_error[:] = [0.0] * len(run.validation_error)
         return runs
 
@@ -203,8 +242,8 @@ def test_a_rate_that_fails_a_seed_falls_back_to_the_next_smaller_one(swept, tmp_
     result = grid.run_group(plan, plan.groups[0], str(tmp_path), grid.resident.load(
         plan.dataset, plan.splits), log=lambda _: None)
     assert result["searched_learning_rate"] == 0.3 and result["diverged_rates"] == [0.3]
-    assert result["selected_learning_rate"] == 0.03
-    assert all(r["learning_rate"] == 0.03 for r in result["runs"])
+    assert result["selected_learning_rate"] == 0.03 and result["selected_weight_decay"] == 0.01
+    assert all((r["learning_rate"], r["weight_decay"]) == (0.03, 0.01) for r in result["runs"])
 
 
 def test_bad_presets_are_user_errors(tmp_path):

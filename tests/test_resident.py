@@ -106,8 +106,10 @@ def test_per_run_weight_decays_equal_each_decay_trained_alone():
                                    weight_decays=[0.0, 0.5])
     (alone,) = resident.train_runs(MODEL, data, dataclasses.replace(RECIPE, weight_decay=0.5),
                                    [0.1], [0])
+    (plain,) = resident.train_runs(MODEL, data, RECIPE, [0.1], [0])
     assert [r.weight_decay for r in together] == [0.0, 0.5] and alone.weight_decay == 0.5
     np.testing.assert_allclose(together[1].train_loss, alone.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(together[0].train_loss, plain.train_loss, rtol=1e-4)
     assert together[0].train_loss != together[1].train_loss
 
 
@@ -133,6 +135,8 @@ def test_bad_arguments_are_user_errors():
     with pytest.raises(UserError, match=r"weight_decays \[0.1\] must be one finite number "
                        r">= 0 per run \(2 runs\)"):
         resident.train_runs(MODEL, _data(), RECIPE, [0.1, 0.2], [0, 1], weight_decays=[0.1])
+    with pytest.raises(UserError, match=r"weight_decays \[-0.1\] must be one finite number"):
+        resident.train_runs(MODEL, _data(), RECIPE, [0.1], [0], weight_decays=[-0.1])
     with pytest.raises(UserError, match="steps_per_call=-1 must be >= 0"):
         resident.train_runs(MODEL, _data(), RECIPE, [0.1], [0], steps_per_call=-1)
     with pytest.raises(UserError, match="momentum"):

@@ -18,8 +18,9 @@ epochs from seed 0, the better on validation wins; then seeds 1 and 2 at that ra
 next smaller rate if a seed diverges); test error reported at the best-validation epoch
 (as published) and at the last. No weight decay (HashedNets used none);
 `--set 'weight_decays=(0,5e-5,5e-4)'` searches L2 coefficients jointly with the rates, each
-method choosing its own pair on validation (three times the search; another --root, since
-a searched decay makes another group).
+method choosing its own pair on validation (three times the search runs; the two best of
+all pairs after the short search are the finalists; another --root, since a searched decay
+makes another group).
 
 Expected result (published, test error %): HashNet 1.45 / 1.22 at 1/8 and 2.79 / 1.99 at
 1/64 (3-layer / 5-layer); NN 1.69 / 1.35 and 6.28 / 2.69. Measured runtime on 2 CPU cores
@@ -51,7 +52,7 @@ def get_config(arg=None):
     c.recipe = dict(epochs=20, batch_size=100, momentum=0.9, warmup_epochs=1.0)
     c.search_epochs = 5
     c.learning_rates = LEARNING_RATES
-    c.weight_decays = ()  # none searched: --set weight_decays=(0,5e-5,5e-4) searches them
+    c.weight_decays = ()  # none searched; --set 'weight_decays=(0,5e-5,5e-4)' searches
     c.seeds = (0, 1, 2)
     groups = []
     for net in ("mlp3", "mlp5"):

@@ -43,6 +43,7 @@ import ast
 import contextlib
 import dataclasses
 import fnmatch
+import hashlib
 import json
 import math
 import multiprocessing
@@ -117,7 +118,10 @@ class Plan:
     groups: tuple[Group, ...]
     references: tuple[dict[str, Any], ...]
     steps_per_call: int = 0  # how epochs are dispatched (resident.train_runs); not a result
-    weight_decays: tuple[float, ...] = ()  # searched with the rates; () the recipe's only
+    # Searched with the rates, ascending; () the recipe's only. plan_from_config turns one
+    # coefficient into recipe.weight_decay (the same group as a recipe with that decay).
+    weight_decays: tuple[float, ...] = ()
+    selection: tuple[str, ...] = ()  # only_groups' patterns, when a subset is trained
 
     @property
     def settings(self) -> list[tuple[float, float]]:
@@ -161,7 +165,12 @@ def apply_sets(config: ml_collections.ConfigDict, sets: Sequence[str]) -> None:
         if parts[-1] not in node:
             raise UserError(f"--set {item!r}: the preset has no {key!r}")
         value = _literal(raw)
-        node[parts[-1]] = tuple(value) if isinstance(value, list) else value
+        try:
+            node[parts[-1]] = tuple(value) if isinstance(value, list) else value
+        except TypeError:  # ml_collections keeps each field's type
+            old = node[parts[-1]]
+            raise UserError(f"--set {item!r}: {key} takes a {type(old).__name__} like "
+                            f"{old!r}, not {raw!r}") from None
 
 
 def _steps_per_call(preset: str, field: str, value: Any) -> int:
@@ -188,10 +197,12 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
     rates = tuple(float(r) for r in config.learning_rates)
     if not rates or any(not r > 0 for r in rates):
         raise UserError(f"preset {name!r}: learning_rates {rates} must be positive numbers")
-    decays = tuple(float(d) for d in config.get("weight_decays", ()) or ())
-    if any(not 0.0 <= d < math.inf for d in decays) or len(set(decays)) != len(decays):
-        raise UserError(f"preset {name!r}: weight_decays {decays} must be distinct finite "
+    listed = tuple(config.get("weight_decays", ()) or ())
+    if not all(isinstance(d, (int, float)) and not isinstance(d, bool) and 0.0 <= d < math.inf
+               for d in listed) or len(set(listed)) != len(listed):
+        raise UserError(f"preset {name!r}: weight_decays {listed} must be distinct finite "
                         "numbers >= 0")
+    decays = tuple(sorted(float(d) for d in listed))  # in any order, one search
     if decays and recipe.weight_decay:
         raise UserError(f"preset {name!r}: recipe.weight_decay {recipe.weight_decay} and "
                         f"weight_decays {decays}: give one or the other")
@@ -240,11 +251,14 @@ def plan_from_config(name: str, config: ml_collections.ConfigDict) -> Plan:
 def only_groups(plan: Plan, patterns: Sequence[str]) -> Plan:
     """The plan with only the groups whose directory names match one of `patterns`
     (shell-style, e.g. `mlp5_*_1-8`); UserError for a pattern that matches none."""
+    if not patterns:
+        raise UserError(f"--groups: no pattern given; groups of preset {plan.name!r}: "
+                        f"{', '.join(g.directory for g in plan.groups)}")
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(g.directory, pattern) for g in plan.groups):
             raise UserError(f"--groups {pattern!r} matches no group of preset {plan.name!r}; "
                             f"its groups: {', '.join(g.directory for g in plan.groups)}")
-    return dataclasses.replace(plan, groups=tuple(
+    return dataclasses.replace(plan, selection=tuple(patterns), groups=tuple(
         g for g in plan.groups if any(fnmatch.fnmatchcase(g.directory, p) for p in patterns)))
 
 
@@ -390,6 +404,10 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _digest(patterns: Sequence[str]) -> str:
+    return hashlib.sha256(",".join(patterns).encode()).hexdigest()[:8]
+
+
 def run(plan: Plan, root: str, parallel: int = 1,
         log: Callable[[str], None] = print) -> float:
     """Every group of the plan (resuming), `parallel` processes at once; the wall time."""
@@ -413,8 +431,11 @@ def run(plan: Plan, root: str, parallel: int = 1,
                            if share]:
                 result.get()
     wall = time.time() - start
-    with open(os.path.join(root, f"{plan.name}.json"), "w", encoding="utf-8") as f:
-        json.dump({"preset": plan.name, "wall_seconds": wall, "parallel": parallel,
+    # A subset's record goes beside the whole preset's, named by its patterns.
+    record = plan.name + (f"_groups-{_digest(plan.selection)}" if plan.selection else "")
+    with open(os.path.join(root, f"{record}.json"), "w", encoding="utf-8") as f:
+        json.dump({"preset": plan.name, "selection": list(plan.selection),
+                   "wall_seconds": wall, "parallel": parallel,
                    "groups": [g.directory for g in plan.groups],
                    "provenance": provenance.at_process_start()}, f, indent=1)
     return wall

@@ -7,8 +7,9 @@ From every `ROOT/<group>/result.json`:
 - `NAME_search.csv`: every run of every learning-rate (and weight-decay) search (the
   first seed);
 - `NAME_tables.md`: per network, the mean test error of each method at each compression next
-  to the published one, the learning rates (and weight decays) chosen, and what one shared
-  learning rate would have given each method;
+  to the published one, the learning rates (and weight decays) chosen, and each search's
+  test error at every setting of its grid (what one shared setting would have given each
+  method) and its finalists;
 - `NAME.png` / `.svg`: test error vs compression (log scale), ours solid, published
   dashed (needs matplotlib).
 """
@@ -173,7 +174,8 @@ def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, A
         rates = sorted({s["learning_rate"] for r in group for s in r["search"]})
         lines += ["", f"The search ({net}, first seed): test error (%) at the best-validation "
                   "epoch for every learning rate (and weight decay) of the grid; **bold**: "
-                  "the setting chosen on validation.", "",
+                  "the setting the seeds trained at (chosen on validation; the next smaller "
+                  "rate where a seed diverged there).", "",
                   "| method | compression | weight decay | "
                   + " | ".join(f"lr {x:g}" for x in rates) + " |",
                   "|---|---:|---:|" + "---:|" * len(rates)]

@@ -218,7 +218,7 @@ def train_runs(module: nn.Module, data: ResidentData, recipe: Recipe,
     decays = [recipe.weight_decay] * len(seeds) if weight_decays is None else [
         float(d) for d in weight_decays]
     if len(decays) != len(seeds) or not all(0.0 <= d < math.inf for d in decays):
-        raise UserError(f"train_runs: weight_decays {list(weight_decays or [])} must be one "
+        raise UserError(f"train_runs: weight_decays {decays} must be one "
                         f"finite number >= 0 per run ({len(seeds)} runs)")
     if steps_per_call < 0:
         raise UserError(f"train_runs: steps_per_call={steps_per_call} must be >= 0 (0: the "
