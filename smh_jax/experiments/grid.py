@@ -278,7 +278,7 @@ def _run_json(run: resident.RunResult, share: float) -> dict[str, Any]:
 def _selection_key(run: dict[str, Any]) -> tuple[float, float, float]:
     error = run["best_validation_error"]
     return (error if math.isfinite(error) else math.inf, run["learning_rate"],
-            run.get("weight_decay", 0.0))
+            run["weight_decay"])
 
 
 def select(search: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -362,7 +362,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         "compression": group.compression, "variant": group.variant,
         "stored_params": built.stored_params, "description": built.description,
         "epochs": plan.recipe.epochs, "selected_learning_rate": rate,
-        "selected_weight_decay": decay, "searched_weight_decays": searched_decays,
+        "selected_weight_decay": decay,
         "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
         "runs": runs, "search": search, "finals": finals,
         "wall_seconds": time.time() - start, "steps_per_call": steps_per_call,

@@ -52,7 +52,6 @@ def _with_weight_decays(result: dict[str, Any]) -> dict[str, Any]:
     for run in (*result["runs"], *result["search"], *result.get("finals", ())):
         run.setdefault("weight_decay", decay)
     result.setdefault("selected_weight_decay", decay)
-    result.setdefault("searched_weight_decays", False)
     return result
 
 
@@ -200,7 +199,7 @@ def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, A
                       "at the best-validation epoch.", "",
                       "| method | compression | finalists |", "|---|---:|---|"]
             for r in finals:
-                searched = r["searched_weight_decays"]
+                searched = "weight_decays" in r["fingerprint"]  # the grid had several
                 text = "; ".join(
                     f"{setting_label(f['learning_rate'], f['weight_decay'], searched)}: "
                     f"{f['best_validation_error']:.2f} / {f['test_error']:.2f}"
