@@ -13,6 +13,11 @@ steps, so the losses agree up to rounding).
 
     python scripts/resident_dispatch.py --net=lenet5 --runs=7 --examples=500 \
         --eval_examples=10000 --steps_per_call=0,5    # a search's epoch, MNIST-sized splits
+
+`--model` (repeatable) compares model options as well, each with every setting:
+
+    python scripts/resident_dispatch.py --net=lenet5 --steps_per_call=10 \
+        --model=max_pool=window --model=max_pool=tiles
 """
 
 from absl import app, flags
@@ -30,6 +35,9 @@ flags.DEFINE_integer("batch_size", 100, "Examples per step.")
 flags.DEFINE_integer("eval_examples", 100, "Synthetic validation and test examples, each; "
                      "an epoch's time includes evaluating both.")
 flags.DEFINE_integer("repetitions", 2, "Times each setting is measured (order alternates).")
+flags.DEFINE_multi_string("model", [], "One variant of the net to compare: its constructor "
+                          "options as key=value pairs, comma-separated (max_pool=window); "
+                          "repeat the flag for more. None given: the net as it is.")
 
 
 def main(argv):
@@ -43,16 +51,20 @@ def main(argv):
     if not settings or min(settings) < 0 or len(set(settings)) != len(settings):
         raise UserError(f"--steps_per_call={text}: give distinct integers >= 0, "
                         "comma-separated (0: the scanned epoch)")
+    variants = [resident_dispatch.parse_variant(f"--model={text}", text)
+                for text in FLAGS.model] or [{}]
     rows = resident_dispatch.measure(FLAGS.net, FLAGS.runs, settings, FLAGS.examples,
                                      FLAGS.batch_size, repetitions=FLAGS.repetitions,
-                                     eval_examples=FLAGS.eval_examples)
+                                     eval_examples=FLAGS.eval_examples, variants=variants)
     base = rows[0]["ms_per_run_step"]
-    print(cli.format_table([("steps_per_call", "first epoch s | later epoch s | ms per "
-                             "run-step | vs first | final loss")] + [
-        (str(r["steps_per_call"]), f"{r['compile_epoch_s']:.1f} | {r['epoch_s']:.2f} | "
+    label = lambda r: ((",".join(f"{k}={v}" for k, v in r["model"].items()) + " ")  # noqa: E731
+                       if FLAGS.model else "") + str(r["steps_per_call"])
+    print(cli.format_table([("model steps_per_call" if FLAGS.model else "steps_per_call",
+                             "first epoch s | later epoch s | ms per run-step | vs first | "
+                             "final loss")] + [
+        (label(r), f"{r['compile_epoch_s']:.1f} | {r['epoch_s']:.2f} | "
          f"{r['ms_per_run_step']:.1f} | {r['ms_per_run_step'] / base:.2f} | "
          f"{r['final_loss']:.5f}") for r in rows]), flush=True)
-
 
 if __name__ == "__main__":
     cli.run(main)

@@ -21,10 +21,12 @@ import optax
 import pytest
 from flax import linen as nn
 from flax import traverse_util
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smh_jax import models
 from smh_jax.errors import UserError
-from smh_jax.models import efficientnet, mobilenet
+from smh_jax.models import efficientnet, layers, mobilenet
 from smh_jax.models.spec import ModelSpec, abstract_variables, count_params
 
 # torchvision's published parameter counts (1000 classes, 3-channel input).
@@ -159,6 +161,37 @@ def test_param_count_matches_torchvision(name):
 def test_mnist_param_count_matches_the_published_one(name):
     params = abstract_variables(models.create(name, num_classes=10), (1, 28, 28, 1))['params']
     assert count_params(params) == MNIST_COUNTS[name]
+
+
+@settings(max_examples=10)
+@given(st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 2**31 - 1))
+def test_tiled_max_pool_matches_flax_window_pool_in_values_and_gradients(
+        n, height, width, channels, window, seed):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(n, height, width, channels)), jnp.float32)  # no ties
+    weights = jnp.asarray(rng.normal(size=(n, height // window, width // window, channels)),
+                          jnp.float32)
+
+    def loss(impl):
+        return lambda x: jnp.sum(layers.max_pool(x, window, impl) * weights)
+
+    np.testing.assert_array_equal(layers.max_pool(x, window, 'tiles'),
+                                  layers.max_pool(x, window, 'window'))
+    np.testing.assert_array_equal(jax.grad(loss('tiles'))(x), jax.grad(loss('window'))(x))
+
+
+def test_lenet5_pools_either_way_to_the_same_logits_and_rejects_another_pool():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 1)), jnp.float32)
+    tiles, window = (models.create('lenet5', num_classes=10, max_pool=p)
+                     for p in ('tiles', 'window'))
+    variables = tiles.init(jax.random.key(0), x, train=False)
+    np.testing.assert_array_equal(tiles.apply(variables, x, train=False),
+                                  window.apply(variables, x, train=False))
+    with pytest.raises(UserError, match="max_pool must be one of tiles, window, got 'avg'"):
+        models.create('lenet5', max_pool='avg')
+    with pytest.raises(UserError, match="max_pool='avg': use one of tiles, window"):
+        layers.max_pool(x, 2, 'avg')
 
 
 def test_mlp_takes_hidden_sizes_and_dropout_only_in_training():

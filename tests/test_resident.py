@@ -2,6 +2,7 @@
 data kept on the device."""
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -146,6 +147,25 @@ def test_bad_arguments_are_user_errors():
             resident.Recipe(epochs=1, weight_decay=decay)
     with pytest.raises(UserError, match="eval_examples=0 "):
         resident_dispatch.measure("mlp3", runs=1, settings=[0], examples=100, eval_examples=0)
+
+
+def test_dispatch_variants_parse_from_key_value_pairs_and_bad_ones_are_named():
+    parse = resident_dispatch.parse_variant
+    assert parse("--model", "max_pool=window") == {"max_pool": "window"}
+    assert parse("--model", "hidden_sizes=(30, 20),dropout_rate=0.1") == {
+        "hidden_sizes": (30, 20), "dropout_rate": 0.1}
+    for bad in ("window", "=window", ""):
+        with pytest.raises(UserError, match=f"--model={bad}: give key=value pairs"):
+            parse(f"--model={bad}", bad)
+
+
+def test_the_dispatch_benchmark_measures_every_model_variant_with_every_setting():
+    rows = resident_dispatch.measure("mlp3", runs=1, settings=[0], examples=100,
+                                     batch_size=50, repetitions=1, eval_examples=10,
+                                     variants=({}, {"hidden_sizes": (20,)}))
+    assert [(r["model"], r["steps_per_call"]) for r in rows] == [
+        ({}, 0), ({"hidden_sizes": (20,)}, 0)]
+    assert all(math.isfinite(r["final_loss"]) and r["epoch_s"] > 0 for r in rows)
 
 
 def test_the_dispatch_benchmark_compares_settings_that_train_alike():

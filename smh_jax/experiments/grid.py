@@ -146,7 +146,9 @@ class Plan:
                 **({"weight_decays": list(self.weight_decays)} if self.weight_decays else {})}
 
 
-def _literal(text: str) -> Any:
+def literal(text: str) -> Any:
+    """A command-line value: a Python literal (3, 0.1, (0, 1)) where it parses as one,
+    else the text itself (window, /data/mnist)."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -164,7 +166,7 @@ def apply_sets(config: ml_collections.ConfigDict, sets: Sequence[str]) -> None:
             node = node[part]
         if parts[-1] not in node:
             raise UserError(f"--set {item!r}: the preset has no {key!r}")
-        value = _literal(raw)
+        value = literal(raw)
         try:
             node[parts[-1]] = tuple(value) if isinstance(value, list) else value
         except TypeError:  # ml_collections keeps each field's type

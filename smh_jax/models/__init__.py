@@ -111,6 +111,11 @@ def min_image_size(name: str) -> int:
     return _entry(name)[3]
 
 
+def _max_pools() -> tuple[str, ...]:
+    from smh_jax.models.layers import MAX_POOLS  # layers imports flax: not at package import
+    return MAX_POOLS
+
+
 def _check_overrides(name: str, factory: Any, overrides: dict[str, Any]) -> None:
     """Rejects unknown or out-of-range overrides with a message naming them.
 
@@ -138,6 +143,8 @@ def _check_overrides(name: str, factory: Any, overrides: dict[str, Any]) -> None
         ):
             raise UserError(f'{key} must be a non-empty list of integers >= '
                             f'{0 if key == "ranks" else 1}, got {value!r}')
+        if key == 'max_pool' and value not in (pools := _max_pools()):
+            raise UserError(f'max_pool must be one of {", ".join(pools)}, got {value!r}')
         if key.endswith('_rate') and not (
             isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
         ):
@@ -178,7 +185,8 @@ def create(
     `width_multiplier` scales every width (1.0 = the paper's model); `dtype` is the
     compute dtype, parameters stay float32. `overrides` are extra constructor options:
     `dropout_rate` / `drop_connect_rate` for EfficientNet, `dropout_rate` for MobileNets,
-    `dropout_rate` / `input_dropout_rate` / `hidden_sizes` for the MLPs.
+    `dropout_rate` / `input_dropout_rate` / `hidden_sizes` for the MLPs, `max_pool` (the
+    pooling's implementation, layers.max_pool) for LeNet-5.
     Bad values raise `UserError` (a ValueError) naming the value and what is allowed.
     """
     factory = _checked_factory(name, num_classes, width_multiplier, overrides)

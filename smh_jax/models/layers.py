@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from smh_jax.core.init_stats import UNIFORM_KURTOSIS, InitStats
+from smh_jax.errors import UserError
 
 ModuleDef = Any
 Dtype = Any
@@ -107,6 +108,28 @@ def tf_dense_kernel_init() -> Initializer:
 
     init.init_stats = lambda shape: _uniform_stats(1.0 / math.sqrt(shape[-1]))  # exact
     return init
+
+
+MAX_POOLS = ("tiles", "window")
+
+
+def max_pool(x: jax.Array, window: int, impl: str = "tiles") -> jax.Array:
+    """NHWC max pool over `window` x `window` tiles, stride `window`, 'valid' padding.
+
+    "tiles" reshapes the input into its tiles and takes each tile's max; "window" is
+    flax's `nn.max_pool` (lax.reduce_window), whose gradient XLA builds from
+    select-and-scatter, an op XLA:CPU runs slowly. Both give the same values and, except
+    where a tile holds two equal maxima (tiles splits the gradient between them, window
+    routes it to one), the same gradients.
+    """
+    if impl == "window":
+        return nn.max_pool(x, (window, window), strides=(window, window))
+    if impl != "tiles":
+        raise UserError(f"max_pool={impl!r}: use one of {', '.join(MAX_POOLS)}")
+    n, height, width, channels = x.shape
+    rows, cols = height // window, width // window  # 'valid': a partial tile is dropped
+    x = x[:, :rows * window, :cols * window]
+    return x.reshape(n, rows, window, cols, window, channels).max(axis=(2, 4))
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from smh_jax.models.layers import Dtype, scale_channels
+from smh_jax.models.layers import Dtype, max_pool, scale_channels
 from smh_jax.models.lenet import caffe_xavier
 
 
@@ -25,7 +25,8 @@ class LeNet5(nnx.Module):
     """Caffe's LeNet-5 for 28x28 inputs (any channel count)."""
 
     def __init__(self, *, input_shape: Sequence[int], num_classes: int = 10,
-                 width_multiplier: float = 1.0, dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+                 width_multiplier: float = 1.0, dtype: Dtype = jnp.float32,
+                 max_pool: str = "tiles", rngs: nnx.Rngs):
         height, width, channels = input_shape
         c1, c2, hidden = (scale_channels(c, width_multiplier) for c in (20, 50, 500))
         layer = dict(dtype=dtype, param_dtype=jnp.float32, kernel_init=caffe_xavier(),
@@ -36,10 +37,11 @@ class LeNet5(nnx.Module):
         self.fc1 = nnx.Linear(flat, hidden, **layer)
         self.fc2 = nnx.Linear(hidden, num_classes, **layer)
         self.dtype = dtype
+        self.max_pool = max_pool
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jnp.asarray(x, self.dtype)
         for conv in (self.conv1, self.conv2):
-            x = nnx.max_pool(conv(x), (2, 2), strides=(2, 2))
+            x = max_pool(conv(x), 2, self.max_pool)
         x = self.fc1(x.reshape(x.shape[0], -1))
         return self.fc2(nnx.relu(x)).astype(jnp.float32)
