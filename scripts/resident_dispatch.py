@@ -57,14 +57,18 @@ def main(argv):
                                      FLAGS.batch_size, repetitions=FLAGS.repetitions,
                                      eval_examples=FLAGS.eval_examples, variants=variants)
     base = rows[0]["ms_per_run_step"]
-    label = lambda r: ((",".join(f"{k}={v}" for k, v in r["model"].items()) + " ")  # noqa: E731
-                       if FLAGS.model else "") + str(r["steps_per_call"])
+
+    def label(row):
+        model = ",".join(f"{k}={v}" for k, v in row["model"].items())
+        return (f"{model} " if FLAGS.model else "") + str(row["steps_per_call"])
+
     print(cli.format_table([("model steps_per_call" if FLAGS.model else "steps_per_call",
                              "first epoch s | later epoch s | ms per run-step | vs first | "
                              "final loss")] + [
         (label(r), f"{r['compile_epoch_s']:.1f} | {r['epoch_s']:.2f} | "
          f"{r['ms_per_run_step']:.1f} | {r['ms_per_run_step'] / base:.2f} | "
          f"{r['final_loss']:.5f}") for r in rows]), flush=True)
+
 
 if __name__ == "__main__":
     cli.run(main)

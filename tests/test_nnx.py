@@ -70,6 +70,14 @@ def assert_trees_close(a, b, **tolerance):
 # ----------------------------------------------------------------------------- layout
 
 
+def test_the_nnx_lenet5_pools_either_way_to_the_same_logits():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 1)), jnp.float32)
+    tiles, window = (models.create_nnx("lenet5", (28, 28, 1), rngs=nnx.Rngs(0),
+                                       num_classes=10, max_pool=p) for p in ("tiles", "window"))
+    assert (tiles.max_pool, window.max_pool) == ("tiles", "window")
+    np.testing.assert_array_equal(tiles(x), window(x))
+
+
 @pytest.mark.parametrize("name", ["resnet20", "lenet_300_100"])
 def test_layout_and_materialized_weights_match_linen(name):
     linen, variables, bridge = twins(name)
