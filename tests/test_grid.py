@@ -199,6 +199,35 @@ def test_weight_decays_are_searched_with_the_rates_and_chosen_on_validation(tmp_
         tmp_path / "wd_tables.md").read_text()
 
 
+def test_a_grid_of_one_setting_skips_the_search_and_trains_every_seed_together(
+        tmp_path, monkeypatch):
+    make_mnist(str(tmp_path / "mnist"))
+    c = tiny_preset(str(tmp_path / "mnist"))
+    c.learning_rates = (0.3,)
+    c.groups = c.groups[:1]
+    plan = grid.plan_from_config("tiny", c)
+    real, calls = grid.resident.train_runs, []
+
+    def recording(module, data, recipe, rates, seeds, *args, **kwargs):
+        calls.append((recipe.epochs, list(rates), list(seeds)))
+        return real(module, data, recipe, rates, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(grid.resident, "train_runs", recording)
+    result = grid.run_group(plan, plan.groups[0], str(tmp_path / "sweep"), grid.resident.load(
+        plan.dataset, plan.splits), log=lambda _: None)
+    assert calls == [(2, [0.3, 0.3], [0, 1])]  # full length, both seeds in one call
+    assert result["search"] == [] and result["finals"] == []
+    assert result["selected_learning_rate"] == result["searched_learning_rate"] == 0.3
+    assert [(r["seed"], len(r["validation_error"])) for r in result["runs"]] == [(0, 2), (1, 2)]
+    grid_report.write(str(tmp_path / "sweep"), str(tmp_path), "one")
+    with open(tmp_path / "one.csv") as f:
+        assert [r["seed"] for r in csv.DictReader(f)] == ["0", "1"]
+    with open(tmp_path / "one_search.csv") as f:
+        assert list(csv.DictReader(f)) == []
+    tables = (tmp_path / "one_tables.md").read_text()
+    assert "| dense | 1 |" in tables and "The search" not in tables
+
+
 def test_one_weight_decay_is_the_recipes_and_keeps_the_groups_identity(tmp_path):
     decayed = tiny_preset(str(tmp_path))
     decayed.recipe.weight_decay = 0.001

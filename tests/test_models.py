@@ -28,6 +28,7 @@ from smh_jax import models
 from smh_jax.errors import UserError
 from smh_jax.models import efficientnet, layers, mobilenet
 from smh_jax.models.spec import ModelSpec, abstract_variables, count_params
+from smh_jax.training import config_base
 
 # torchvision's published parameter counts (1000 classes, 3-channel input).
 REFERENCE_COUNTS = {
@@ -594,3 +595,15 @@ def test_model_spec_round_trips_through_json_and_builds_the_registry_model():
         ModelSpec.from_json({'name': 'resnet20'})
     with pytest.raises(UserError, match='model.depth is not a field'):
         ModelSpec.from_json({'name': 'resnet20', 'num_classes': 10, 'depth': 20})
+
+
+def test_model_spec_from_config_passes_max_pool_to_lenet5_and_names_a_bad_one():
+    config = config_base.base_config()
+    config.model.name = 'lenet5'
+    assert ModelSpec.from_config(config.model, 10).create().max_pool == 'tiles'
+    config.model.max_pool = 'window'
+    spec = ModelSpec.from_config(config.model, 10)
+    assert spec.overrides == {'max_pool': 'window'} and spec.create().max_pool == 'window'
+    config.model.max_pool = 'avg'
+    with pytest.raises(UserError, match="max_pool must be one of tiles, window, got 'avg'"):
+        ModelSpec.from_config(config.model, 10).create()

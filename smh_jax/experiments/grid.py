@@ -7,7 +7,8 @@ group goes through the same protocol:
 
 1. search: one run per learning rate of the preset's grid (per learning rate and weight
    decay, when the preset lists `weight_decays`), all from the first seed, trained
-   together, for `search_epochs` (the schedule decays over the shorter run);
+   together, for `search_epochs` (the schedule decays over the shorter run); a grid of
+   one setting has nothing to choose, so it skips the search and the selection;
 2. selection: when the search is shorter than the recipe, the `finalists` (default 2)
    settings with the lowest best-epoch validation errors are trained again from the first
    seed for the recipe's full length, and the one with the lowest validation error wins
@@ -331,24 +332,29 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         return [_run_json(r, trained[0].wall_seconds / len(trained)) for r in trained]
 
     settings = plan.settings
-    search = train(dataclasses.replace(plan.recipe, epochs=plan.search_epochs), settings,
-                   [plan.seeds[0]] * len(settings))
-    finals = []
-    if full:
-        best = select(search)
-    else:
-        finalists = [(s["learning_rate"], s["weight_decay"])
-                     for s in sorted(search, key=_selection_key)
-                     if math.isfinite(s["best_validation_error"])][:plan.finalists]
-        finalists = finalists or [min(settings)]
-        say(f"finalists {'; '.join(setting_label(*f, searched_decays) for f in finalists)}: "
-            f"full length from seed {plan.seeds[0]}")
-        finals = train(plan.recipe, finalists, [plan.seeds[0]] * len(finalists))
-        best = select(finals)
-    say(f"selected {label(best)} (validation error {best['best_validation_error']:.2f}%)")
-    rate, decay, diverged = best["learning_rate"], best["weight_decay"], []
+    search, finals, best = [], [], None
+    if len(settings) > 1:
+        search = train(dataclasses.replace(plan.recipe, epochs=plan.search_epochs), settings,
+                       [plan.seeds[0]] * len(settings))
+        if full:
+            best = select(search)
+        else:
+            finalists = [(s["learning_rate"], s["weight_decay"])
+                         for s in sorted(search, key=_selection_key)
+                         if math.isfinite(s["best_validation_error"])][:plan.finalists]
+            finalists = finalists or [min(settings)]
+            say(f"finalists {'; '.join(setting_label(*f, searched_decays) for f in finalists)}"
+                f": full length from seed {plan.seeds[0]}")
+            finals = train(plan.recipe, finalists, [plan.seeds[0]] * len(finalists))
+            best = select(finals)
+        say(f"selected {label(best)} (validation error {best['best_validation_error']:.2f}%)")
+        rate, decay = best["learning_rate"], best["weight_decay"]
+    else:  # one setting: nothing to choose, so no search; every seed trains at it together
+        (rate, decay), = settings
+        say(f"one setting, {setting_label(rate, decay, searched_decays)}: no search")
+    searched_rate, diverged = rate, []
     while True:
-        reuse = rate == best["learning_rate"]
+        reuse = best is not None and rate == best["learning_rate"]
         runs = [best] if reuse else []
         seeds = list(plan.seeds[1:] if reuse else plan.seeds)
         if seeds:
@@ -365,7 +371,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         "stored_params": built.stored_params, "description": built.description,
         "epochs": plan.recipe.epochs, "selected_learning_rate": rate,
         "selected_weight_decay": decay,
-        "searched_learning_rate": best["learning_rate"], "diverged_rates": diverged,
+        "searched_learning_rate": searched_rate, "diverged_rates": diverged,
         "runs": runs, "search": search, "finals": finals,
         "wall_seconds": time.time() - start, "steps_per_call": steps_per_call,
         "fingerprint": fingerprint, "provenance": provenance.at_process_start(),

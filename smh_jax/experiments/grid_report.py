@@ -171,13 +171,14 @@ def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, A
                          f"{r['selected_weight_decay']:g} | "
                          f"{len(r['runs'])} | {r['wall_seconds']:.0f} |")
         rates = sorted({s["learning_rate"] for r in group for s in r["search"]})
-        lines += ["", f"The search ({net}, first seed): test error (%) at the best-validation "
-                  "epoch for every learning rate (and weight decay) of the grid; **bold**: "
-                  "the setting the seeds trained at (chosen on validation; the next smaller "
-                  "rate where a seed diverged there).", "",
-                  "| method | compression | weight decay | "
-                  + " | ".join(f"lr {x:g}" for x in rates) + " |",
-                  "|---|---:|---:|" + "---:|" * len(rates)]
+        if rates:  # a grid of one setting has no search
+            lines += ["", f"The search ({net}, first seed): test error (%) at the "
+                      "best-validation epoch for every learning rate (and weight decay) of the "
+                      "grid; **bold**: the setting the seeds trained at (chosen on validation; "
+                      "the next smaller rate where a seed diverged there).", "",
+                      "| method | compression | weight decay | "
+                      + " | ".join(f"lr {x:g}" for x in rates) + " |",
+                      "|---|---:|---:|" + "---:|" * len(rates)]
         for r in group:
             for decay in sorted({s["weight_decay"] for s in r["search"]}):
                 by_rate = {s["learning_rate"]: s for s in r["search"]

@@ -27,7 +27,7 @@ from smh_jax.errors import UserError
 
 # Constructor options a config may override (None there: the model's own default).
 OVERRIDABLE = ("dropout_rate", "drop_connect_rate", "input_dropout_rate", "hidden_sizes",
-               "ranks", "learned_projection")
+               "ranks", "learned_projection", "max_pool")
 
 
 @dataclasses.dataclass(frozen=True)

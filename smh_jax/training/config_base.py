@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.hidden_sizes = placeholder(tuple)  # `mlp`: widths of the hidden layers
     c.model.ranks = placeholder(tuple)  # MLPs: low-rank layers W = U V, one rank per layer
     c.model.learned_projection = placeholder(bool)  # ... U learned (True) or fixed random
+    c.model.max_pool = placeholder(str)  # LeNet-5: "tiles" or "window" (layers.max_pool)
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "cifar10"
@@ -134,7 +135,7 @@ def base_config() -> ml_collections.ConfigDict:
 _OPTIONAL_TYPES = {
     "model.dropout_rate": (float,), "model.drop_connect_rate": (float,),
     "model.input_dropout_rate": (float,), "model.hidden_sizes": (tuple,),
-    "model.ranks": (tuple,), "model.learned_projection": (bool,),
+    "model.ranks": (tuple,), "model.learned_projection": (bool,), "model.max_pool": (str,),
     "dataset.data_dir": (str,), "smh.fraction": (float,), "smh.target_params": (int,),
     "smh.side": (int,),
 }
