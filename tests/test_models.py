@@ -9,6 +9,7 @@ the PRNG choice. Compile time dominates this file on CPU.
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from typing import Any
@@ -597,13 +598,20 @@ def test_model_spec_round_trips_through_json_and_builds_the_registry_model():
         ModelSpec.from_json({'name': 'resnet20', 'num_classes': 10, 'depth': 20})
 
 
-def test_model_spec_from_config_passes_max_pool_to_lenet5_and_names_a_bad_one():
+def test_config_model_max_pool_reaches_lenet5_and_a_bad_one_is_named_at_validation():
     config = config_base.base_config()
     config.model.name = 'lenet5'
     assert ModelSpec.from_config(config.model, 10).create().max_pool == 'tiles'
     config.model.max_pool = 'window'
+    config_base.validate(config)
     spec = ModelSpec.from_config(config.model, 10)
     assert spec.overrides == {'max_pool': 'window'} and spec.create().max_pool == 'window'
-    config.model.max_pool = 'avg'
-    with pytest.raises(UserError, match="max_pool must be one of tiles, window, got 'avg'"):
-        ModelSpec.from_config(config.model, 10).create()
+    for name, value, message in (
+            ('lenet5', 'avg', "config.model: max_pool must be one of tiles, window, got 'avg'"),
+            ('lenet5', 2, 'config.model.max_pool: 2 has type int; expected str'),
+            ('resnet32', 'window', "config.model: model 'resnet32' has no option 'max_pool'")):
+        config.model.name = name
+        with config.model.ignore_type():
+            config.model.max_pool = value
+        with pytest.raises(UserError, match=re.escape(message)):
+            config_base.validate(config)

@@ -21,8 +21,9 @@ minutes. A LeNet-5 group trains 76 run-epochs (7 rates x 4, then 2 x 12 and 2 x 
 measured 11 to 98 minutes per group on one core (nn at 1/64 the shortest, hashnet the
 longest), about 4 hours for LeNet-5's seven groups with --parallel=2. Those walls were
 measured with flax's window max pool (`max_pool="window"`); LeNet-5's default, pooling by
-tiles, makes a step 1.3 times faster on synthetic data, which leaves an estimated 2.5
-hours for the five groups that train at the full model's size (not a measured preset).
+tiles, makes a step 1.3 times faster on synthetic data; at that step the five groups that
+train at the full model's size still need at least 75 minutes with --parallel=2 (an
+estimate, docs/results/mnist_hashednets.md; not a measured preset).
 """
 
 import os

@@ -15,9 +15,10 @@ group goes through the same protocol:
    (a short search alone favours large rates); with a full-length search, its best
    setting. Validation only, never the test error; non-finite runs lose;
 3. seeds: every other seed at that setting, trained together (the first seed's
-   full-length run is reused). A rate must train every seed: if one diverges, all seeds
-   are trained again at the next smaller rate of the grid, the weight decay kept (a rate
-   at the edge of stability can pass one seed and fail another).
+   full-length run is reused; every seed, for a grid of one setting). A rate must train
+   every seed: if one diverges, all seeds are trained again at the next smaller rate of
+   the grid, the weight decay kept (a rate at the edge of stability can pass one seed and
+   fail another).
 
 Each group's result (`ROOT/<group>/result.json`: the search, the selected runs and their
 per-epoch validation and test errors) is written when it completes, so rerunning the
@@ -350,7 +351,7 @@ def run_group(plan: Plan, group: Group, root: str, data: resident.ResidentData,
         say(f"selected {label(best)} (validation error {best['best_validation_error']:.2f}%)")
         rate, decay = best["learning_rate"], best["weight_decay"]
     else:  # one setting: nothing to choose, so no search; every seed trains at it together
-        (rate, decay), = settings
+        [(rate, decay)] = settings
         say(f"one setting, {setting_label(rate, decay, searched_decays)}: no search")
     searched_rate, diverged = rate, []
     while True:

@@ -9,7 +9,7 @@ From every `ROOT/<group>/result.json`:
 - `NAME_tables.md`: per network, the mean test error of each method at each compression next
   to the published one, the learning rates (and weight decays) chosen, and each search's
   test error at every setting of its grid (what one shared setting would have given each
-  method) and its finalists;
+  method) and its finalists (a grid of one setting has neither);
 - `NAME.png` / `.svg`: test error vs compression (log scale), ours solid, published
   dashed (needs matplotlib).
 """
@@ -127,7 +127,8 @@ def table_column(compression: float) -> float:
 def markdown(results: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]]) -> str:
     """Per network: mean test error (best-validation epoch, and last epoch) by method and
     compression, the published value beside ours, the chosen learning rates and weight
-    decays, and each search's test error at every setting of the grid."""
+    decays, and each search's test error at every setting of the grid (a grid of one
+    setting has no search)."""
     lines: list[str] = []
     by_net: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:

@@ -223,6 +223,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config.model.num_classes: {config.model.num_classes!r} must be >= 0 "
                         "(0: from the dataset)")
     _choice("model.dtype", config.model.dtype, DTYPES)
+    from smh_jax.models.spec import OVERRIDABLE
+
+    overrides = {k: config.model[k] for k in OVERRIDABLE if config.model[k] is not None}
+    try:  # builds the module only (no parameters): checks each override against the model
+        models.create(config.model.name, **overrides)
+    except UserError as e:
+        raise UserError(f"config.model: {e}") from None
     from smh_jax import data  # deferred, as models above
 
     data.parse_config(config.dataset)
