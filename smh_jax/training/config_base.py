@@ -225,7 +225,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("model.dtype", config.model.dtype, DTYPES)
     from smh_jax.models.spec import OVERRIDABLE
 
-    overrides = {k: config.model[k] for k in OVERRIDABLE if config.model[k] is not None}
+    overrides = {k: config.model.get(k) for k in OVERRIDABLE if config.model.get(k) is not None}
     try:  # builds the module only (no parameters): checks each override against the model
         models.create(config.model.name, **overrides)
     except UserError as e:
