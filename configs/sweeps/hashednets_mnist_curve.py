@@ -7,9 +7,8 @@ lrd, hashnet and smh, one seed.
 The protocol of `hashednets_mnist` (the same recipe, learning-rate grid and selection on
 validation), seed 0 only. Sharing its --root reuses the 1/8 and 1/64 groups that preset
 trained. Expected result (published, HashNet): 2.79, 2.02, 1.64, 1.45, 1.42, 1.34, 1.38 %
-from 1/64 to 1. Measured runtime on 2 CPU cores with --parallel=2 and a shared root (20
-groups to train): 74 minutes, other jobs sharing the cores part of the time
-(docs/results/mnist_hashednets.md).
+from 1/64 to 1. Measured runtime on 2 CPU cores with --parallel=2: 93 minutes for all 28
+groups from an empty root (docs/results/mnist_hashednets.md).
 """
 
 import os
